@@ -1,0 +1,66 @@
+"""Rebuilds the bundled tiny pretrained base model (torchtune_lite/assets/tiny/base/).
+
+    python scripts/make_tiny_base.py            # about 10-15 minutes on a 2-core CPU
+
+1. writes a randomly initialised tiny Llama-2 (the architecture of configs/tiny/pretrain.yaml) in
+   Hugging Face format, 2. pretrains it on the bundled corpus with the full fine-tune recipe,
+3. copies the final weights (bf16 safetensors) and config.json into the package assets.
+The corpus, tokenizer and instruction data come from scripts/make_tiny_assets.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+from omegaconf import OmegaConf
+
+from torchtune_lite import config
+from torchtune_lite.config import resolve_config
+from torchtune_lite.training.checkpointing import save_hf_model
+
+ASSETS = Path(__file__).resolve().parents[1] / "torchtune_lite" / "assets" / "tiny"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=None, help="override the config's epochs")
+    parser.add_argument("--work-dir", type=Path, default=None)
+    args = parser.parse_args()
+
+    work = args.work_dir or Path(tempfile.mkdtemp(prefix="tiny_base_"))
+    init_dir, run_dir = work / "init", work / "run"
+    model_cfg = OmegaConf.load(resolve_config("tiny/pretrain")).model
+    torch.manual_seed(0)
+    model = config.instantiate(model_cfg)
+    save_hf_model(model.state_dict(), model_cfg, init_dir, dtype=torch.float32)
+
+    overrides = [f"checkpointer.checkpoint_dir={init_dir}", f"output_dir={run_dir}"]
+    if args.epochs is not None:
+        overrides.append(f"epochs={args.epochs}")
+    cmd = [sys.executable, "-m", "torchtune_lite.cli.tune", "run", "full_finetune_single_device",
+           "--config", "tiny/pretrain", *overrides]
+    subprocess.run(cmd, check=True)
+
+    final = sorted(run_dir.glob("epoch_*"), key=lambda p: int(p.name.split("_")[1]))[-1]
+    out = ASSETS / "base"
+    out.mkdir(parents=True, exist_ok=True)
+    # Ship bf16 weights: half the size, and what the fine-tuning configs compute in.
+    from safetensors.torch import load_file, save_file
+
+    weights = {}
+    for shard in sorted(final.glob("*.safetensors")):
+        weights.update({k: v.to(torch.bfloat16).contiguous() for k, v in load_file(shard).items()})
+    save_file(weights, out / "model.safetensors", metadata={"format": "pt"})
+    cfg = (final / "config.json").read_text().replace('"float32"', '"bfloat16"')
+    (out / "config.json").write_text(cfg)
+    print(f"wrote {out} from {final}")
+
+
+if __name__ == "__main__":
+    main()

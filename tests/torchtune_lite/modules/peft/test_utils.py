@@ -1,0 +1,95 @@
+import pytest
+import torch
+
+from torchtune_lite._torchao import NF4Tensor
+from torchtune_lite.models.llama2 import llama2, lora_llama2
+from torchtune_lite.modules.peft import (
+    LoRAStateDictError,
+    get_adapter_params,
+    get_adapter_state_dict,
+    get_merged_lora_ckpt,
+    set_trainable_params,
+    validate_missing_and_unexpected_for_lora,
+)
+from torchtune_lite.modules.peft.nf4 import dequantize_nf4, quantize_nf4
+
+MODEL = dict(vocab_size=64, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, intermediate_dim=48,
+             max_seq_len=32, norm_eps=1e-5)
+RANK, ALPHA = 4, 8.0
+
+
+def lora_model(**kwargs) -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = lora_llama2(["q_proj", "v_proj", "output_proj"], True, False, lora_rank=RANK, lora_alpha=ALPHA,
+                        **MODEL, **kwargs).eval()
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if "lora_b" in name:
+                param.normal_(std=0.1)
+    return model
+
+
+def test_adapter_params_and_trainable():
+    model = lora_model()
+    adapters = get_adapter_params(model)
+    # per layer: 3 attention + 3 mlp LoRA'd linears, 2 adapter matrices each
+    assert len(adapters) == MODEL["num_layers"] * 6 * 2
+    assert "layers.1.attn.q_proj.lora_a.weight" in adapters and "layers.0.mlp.w2.lora_b.weight" in adapters
+    set_trainable_params(model, adapters)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert trainable == set(adapters)
+
+
+def test_adapter_state_dict_has_only_lora_keys_on_cpu():
+    state = lora_model().state_dict()
+    adapter = get_adapter_state_dict(state)
+    assert set(adapter) == {k for k in state if ".lora_a." in k or ".lora_b." in k}
+    assert all(v.device.type == "cpu" for v in adapter.values())
+
+
+def test_merged_checkpoint_loads_into_plain_model_with_same_logits():
+    model = lora_model()
+    merged = get_merged_lora_ckpt(model.state_dict(), rank=RANK, alpha=ALPHA)
+    assert not any("lora" in k for k in merged)
+    plain = llama2(**MODEL).eval()
+    plain.load_state_dict(merged)  # strict: exactly the plain model's keys
+    tokens = torch.randint(0, 64, (2, 9))
+    with torch.no_grad():
+        torch.testing.assert_close(plain(tokens), model(tokens), rtol=1e-5, atol=1e-5)
+
+
+def test_merge_dequantizes_nf4_base_and_keeps_dtype():
+    torch.manual_seed(0)
+    base = torch.randn(64, 256, dtype=torch.bfloat16)
+    nf4 = quantize_nf4(base)
+    a, b = torch.randn(2, 256, dtype=torch.bfloat16), torch.randn(64, 2, dtype=torch.bfloat16)
+    merged = get_merged_lora_ckpt({"p.weight": nf4, "p.lora_a.weight": a, "p.lora_b.weight": b}, rank=2, alpha=4.0)
+    assert set(merged) == {"p.weight"} and not isinstance(merged["p.weight"], NF4Tensor)
+    assert merged["p.weight"].dtype == torch.bfloat16
+    expected = (dequantize_nf4(nf4).float() + 2.0 * b.float() @ a.float()).to(torch.bfloat16)
+    torch.testing.assert_close(merged["p.weight"], expected, rtol=0, atol=0)
+
+
+def test_validate_lora_keys():
+    model = lora_model()
+    base_state = llama2(**MODEL).state_dict()
+    base_missing, base_unexpected = model.load_state_dict(base_state, strict=False)
+    adapter_missing, adapter_unexpected = model.load_state_dict(get_adapter_state_dict(model.state_dict()), strict=False)
+    args = (["q_proj", "v_proj", "output_proj"], True, False)
+    validate_missing_and_unexpected_for_lora(*args, base_missing, base_unexpected, adapter_missing, adapter_unexpected)
+    with pytest.raises(LoRAStateDictError, match="layers.0.attn.k_proj.weight"):
+        validate_missing_and_unexpected_for_lora(*args, base_missing + ["layers.0.attn.k_proj.weight"], [], [], [])
+    with pytest.raises(LoRAStateDictError, match="lora_attn_modules"):
+        # the model adapts v_proj but the config says it does not: its adapter keys are unexplained
+        validate_missing_and_unexpected_for_lora(["q_proj", "output_proj"], True, False, base_missing, [], [], [])
+
+
+def test_qlora_backward_reaches_only_adapters():
+    torch.manual_seed(0)
+    model = lora_llama2(["q_proj", "v_proj"], True, False, lora_rank=RANK, lora_alpha=ALPHA, quantize_base=True,
+                        **{**MODEL, "embed_dim": 128, "intermediate_dim": 256})
+    adapters = get_adapter_params(model)
+    set_trainable_params(model, adapters)
+    model(torch.randint(0, 64, (2, 6))).logsumexp(-1).mean().backward()
+    with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
+    assert with_grad == set(adapters)

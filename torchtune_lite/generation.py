@@ -1,0 +1,100 @@
+"""Token generation with a KV cache: greedy or sampled (temperature, top-k, top-p), stopping at EOS."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+import torch
+
+
+def sample_next_token(
+    logits: torch.Tensor,
+    *,
+    temperature: float = 0.0,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    generator: Optional[torch.Generator] = None,
+) -> int:
+    """logits: [vocab]. temperature 0 means greedy (argmax)."""
+    logits = logits.float()
+    if temperature <= 0:
+        return int(logits.argmax())
+    logits = logits / temperature
+    if top_k is not None and top_k < logits.numel():
+        kth = torch.topk(logits, top_k).values[-1]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    if top_p is not None and top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        # keep the smallest prefix whose mass reaches top_p (always at least one token)
+        drop = sorted_probs.cumsum(0) - sorted_probs > top_p
+        sorted_probs[drop] = 0.0
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+        probs = probs / probs.sum()
+    return int(torch.multinomial(probs, 1, generator=generator))
+
+
+@torch.inference_mode()
+def generate(
+    model: torch.nn.Module,
+    prompt: Sequence[int],
+    *,
+    max_new_tokens: int,
+    stop_tokens: Sequence[int] = (),
+    temperature: float = 0.0,
+    top_k: Optional[int] = None,
+    top_p: Optional[float] = None,
+    generator: Optional[torch.Generator] = None,
+    use_cache: bool = True,
+) -> list[int]:
+    """Generates up to `max_new_tokens` after `prompt`; returns only the new tokens.
+
+    With `use_cache` the prompt is run once and each new token costs one single-token forward; without it
+    every step re-runs the whole sequence (slow, but an independent check of the cache).
+    """
+    device = next(model.parameters()).device
+    max_len = len(prompt) + max_new_tokens
+    if max_len > model.max_seq_len:
+        raise ValueError(
+            f"prompt of {len(prompt)} tokens + max_new_tokens={max_new_tokens} exceeds the model's context "
+            f"of {model.max_seq_len} tokens: shorten the prompt or lower max_new_tokens"
+        )
+    was_training = model.training
+    model.eval()
+    tokens = torch.tensor([list(prompt)], device=device)
+    new: list[int] = []
+    try:
+        if use_cache:
+            model.setup_caches(batch_size=1, dtype=next(model.parameters()).dtype)
+            positions = torch.arange(len(prompt), device=device)[None]
+            logits = model(tokens, input_pos=positions)[0, -1]
+        else:
+            logits = model(tokens)[0, -1]
+        for _ in range(max_new_tokens):
+            token = sample_next_token(logits, temperature=temperature, top_k=top_k, top_p=top_p, generator=generator)
+            new.append(token)
+            if token in stop_tokens:
+                break
+            if use_cache:
+                pos = torch.tensor([[len(prompt) + len(new) - 1]], device=device)
+                logits = model(torch.tensor([[token]], device=device), input_pos=pos)[0, -1]
+            else:
+                tokens = torch.cat([tokens, torch.tensor([[token]], device=device)], dim=1)
+                logits = model(tokens)[0, -1]
+    finally:
+        if use_cache:
+            model.reset_caches()
+            model.teardown_caches()
+        model.train(was_training)
+    return new
+
+
+def generate_text(model: torch.nn.Module, tokenizer, instruction: str, *, max_new_tokens: int = 48, **sampling) -> str:
+    """Formats `instruction` with the same Alpaca template used in training and decodes the answer."""
+    from torchtune_lite.data import format_alpaca_prompt
+
+    prompt = tokenizer.encode(format_alpaca_prompt(instruction), add_bos=True, add_eos=False)
+    new = generate(model, prompt, max_new_tokens=max_new_tokens, stop_tokens=[tokenizer.eos_id], **sampling)
+    if new and new[-1] == tokenizer.eos_id:
+        new = new[:-1]
+    return tokenizer.decode(new)

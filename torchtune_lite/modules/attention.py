@@ -1,0 +1,125 @@
+"""Multi-head attention with grouped-query attention (GQA), RoPE and an optional KV cache."""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from torchtune_lite.modules.kv_cache import KVCache
+
+
+class MultiHeadAttention(nn.Module):
+    """Causal self-attention through `F.scaled_dot_product_attention`.
+
+    With `num_kv_heads < num_heads` each key/value head serves `num_heads // num_kv_heads` query heads
+    (SDPA's `enable_gqa`, so k/v are never copied per query head in our code).
+
+    Args:
+        embed_dim: model dimension.
+        num_heads: query heads.
+        num_kv_heads: key/value heads; must divide num_heads.
+        head_dim: size of each head.
+        q_proj, k_proj, v_proj, output_proj: the projections (nn.Linear or LoRALinear, no bias).
+        pos_embeddings: applied to q and k, called as `pos_embeddings(x, input_pos=...)`.
+        max_seq_len: longest sequence (and KV cache length).
+        attn_dropout: dropout on attention probabilities while training.
+    """
+
+    def __init__(
+        self,
+        *,
+        embed_dim: int,
+        num_heads: int,
+        num_kv_heads: int,
+        head_dim: int,
+        q_proj: nn.Module,
+        k_proj: nn.Module,
+        v_proj: nn.Module,
+        output_proj: nn.Module,
+        pos_embeddings: nn.Module,
+        max_seq_len: int = 4096,
+        attn_dropout: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if num_heads % num_kv_heads != 0:
+            raise ValueError(
+                f"num_kv_heads={num_kv_heads} does not divide num_heads={num_heads}: pick a divisor of num_heads"
+            )
+        if not 0.0 <= attn_dropout <= 1.0:
+            raise ValueError(f"attn_dropout={attn_dropout} is not a probability: use a value in [0, 1]")
+        self.embed_dim = embed_dim
+        self.num_heads = num_heads
+        self.num_kv_heads = num_kv_heads
+        self.head_dim = head_dim
+        self.max_seq_len = max_seq_len
+        self.attn_dropout = attn_dropout
+        self.q_proj = q_proj
+        self.k_proj = k_proj
+        self.v_proj = v_proj
+        self.output_proj = output_proj
+        self.pos_embeddings = pos_embeddings
+        self.kv_cache: Optional[KVCache] = None
+
+    def setup_cache(self, batch_size: int, dtype: torch.dtype) -> None:
+        """Allocates a KV cache of `max_seq_len` positions on the projections' device."""
+        device = self.q_proj.weight.device
+        with torch.device(device):
+            self.kv_cache = KVCache(batch_size, self.max_seq_len, self.num_kv_heads, self.head_dim, dtype)
+
+    def reset_cache(self) -> None:
+        if self.kv_cache is not None:
+            self.kv_cache.reset()
+
+    def teardown_cache(self) -> None:
+        self.kv_cache = None
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        mask: Optional[torch.Tensor] = None,
+        input_pos: Optional[torch.Tensor] = None,
+    ) -> torch.Tensor:
+        """x: [b, s, embed_dim] -> [b, s, embed_dim].
+
+        mask: bool, True = may attend; [b, s, s] without a cache, [b, s, max_seq_len] with one. Default: causal
+            (with a cache, causal over the cached positions up to each query's `input_pos`).
+        input_pos: [b, s] or [s] positions of the tokens (default 0..s-1); required with a cache.
+        """
+        b, s, _ = x.shape
+        q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim)
+        k = self.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim)
+        v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim)
+        q = self.pos_embeddings(q, input_pos=input_pos).transpose(1, 2)  # [b, n_h, s, h_d]
+        k = self.pos_embeddings(k, input_pos=input_pos).transpose(1, 2)  # [b, n_kv, s, h_d]
+        v = v.transpose(1, 2)
+
+        is_causal = False
+        if self.kv_cache is not None:
+            if input_pos is None:
+                raise ValueError("attention has a KV cache but no input_pos was given: pass the tokens' positions")
+            k, v = self.kv_cache.update(input_pos, k, v)
+            if mask is None:
+                mask = causal_mask_for_cache(input_pos, self.max_seq_len, batch_size=b)
+        elif mask is None:
+            is_causal = True
+
+        out = F.scaled_dot_product_attention(
+            q,
+            k.to(q.dtype),
+            v.to(q.dtype),
+            attn_mask=None if mask is None else mask[:, None, :, :],
+            dropout_p=self.attn_dropout if self.training else 0.0,
+            is_causal=is_causal,
+            enable_gqa=self.num_kv_heads != self.num_heads,
+        )
+        return self.output_proj(out.transpose(1, 2).reshape(b, s, -1))
+
+
+def causal_mask_for_cache(input_pos: torch.Tensor, cache_len: int, batch_size: int) -> torch.Tensor:
+    """mask: [b, s, cache_len], True where cache slot j holds a position <= the query's position."""
+    if input_pos.dim() == 1:
+        input_pos = input_pos.unsqueeze(0).expand(batch_size, -1)
+    slots = torch.arange(cache_len, device=input_pos.device)
+    return slots.view(1, 1, cache_len) <= input_pos.unsqueeze(-1)

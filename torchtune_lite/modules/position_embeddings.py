@@ -1,0 +1,53 @@
+"""Rotary positional embeddings (RoPE) in the Meta/torchtune interleaved-pair convention."""
+
+from typing import Optional
+
+import torch
+from torch import nn
+
+
+class RotaryPositionalEmbeddings(nn.Module):
+    """Rotates each pair `(x[2i], x[2i+1])` of a head by `position * base**(-2i/dim)`.
+
+    The cos/sin table is a non-persistent fp32 buffer (not part of the state dict). A model built on the
+    meta device must call `rope_init()` after materialising its buffers (e.g. after `to_empty`).
+
+    Args:
+        dim: head dimension (even).
+        max_seq_len: longest position the table covers.
+        base: the RoPE frequency base.
+    """
+
+    def __init__(self, dim: int, max_seq_len: int = 4096, base: int = 10_000) -> None:
+        super().__init__()
+        if dim % 2 != 0:
+            raise ValueError(f"RoPE needs an even head dimension, got {dim}: choose embed_dim/num_heads even")
+        self.dim = dim
+        self.max_seq_len = max_seq_len
+        self.base = base
+        self.register_buffer("cache", torch.empty(max_seq_len, dim // 2, 2, dtype=torch.float32), persistent=False)
+        self.rope_init()
+
+    def rope_init(self) -> None:
+        """(Re)computes the cos/sin table `cache: [max_seq_len, dim // 2, 2]` in fp32."""
+        device = self.cache.device
+        inv_freq = 1.0 / (self.base ** (torch.arange(0, self.dim, 2, device=device, dtype=torch.float32) / self.dim))
+        positions = torch.arange(self.max_seq_len, device=device, dtype=torch.float32)
+        angles = torch.outer(positions, inv_freq)
+        self.cache = torch.stack([angles.cos(), angles.sin()], dim=-1)
+
+    def forward(self, x: torch.Tensor, *, input_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """x: [b, s, n_heads, head_dim]; input_pos: [b, s] or [s] positions (default 0..s-1) -> same shape as x."""
+        seq_len = x.size(1)
+        if input_pos is None:
+            rope = self.cache[:seq_len].view(1, seq_len, 1, self.dim // 2, 2)
+        else:
+            rope = self.cache[input_pos]  # [b, s, dim/2, 2] or [s, dim/2, 2]
+            if rope.dim() == 3:
+                rope = rope.unsqueeze(0)
+            rope = rope.unsqueeze(2)
+        cos, sin = rope[..., 0], rope[..., 1]
+        pairs = x.float().reshape(*x.shape[:-1], self.dim // 2, 2)
+        x_even, x_odd = pairs[..., 0], pairs[..., 1]
+        rotated = torch.stack([x_even * cos - x_odd * sin, x_odd * cos + x_even * sin], dim=-1)
+        return rotated.flatten(-2).to(x.dtype)

@@ -1,0 +1,288 @@
+"""What the HF and Meta checkpointers share: adapter and recipe-state I/O, and the save story.
+
+A save builds `output_dir/epoch_N` (or `step_N`) in a hidden staging folder: model weights, then the
+adapter, then copied config/tokenizer files, then the recipe state, which names the files it belongs
+to; only then is the folder renamed into place. A crash or a full disk leaves earlier checkpoints as
+they were and no half-written `epoch_N`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import torch
+
+from torchtune_lite._torchao import NF4Tensor
+from torchtune_lite.training.checkpointing._atomic import atomic_copy, atomic_write_bytes, staged_dir
+from torchtune_lite.training.checkpointing._convert_weights import (
+    HF_MODULE_NAMES,
+    ModelShape,
+    hf_to_interleaved,
+    is_lora_key,
+    lora_key_from_hf,
+    rotary_heads,
+    split_lora_key,
+)
+from torchtune_lite.training.checkpointing._errors import CheckpointFormatError, CheckpointNotFoundError
+from torchtune_lite.training.checkpointing._recipe_state import RECIPE_STATE_FILE, load_recipe_state, save_recipe_state
+from torchtune_lite.training.checkpointing._safetensors_io import TensorToWrite, iter_safetensors, load_torch_file
+
+ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
+ADAPTER_CONFIG_FILE = "adapter_config.json"
+# The adapter lives in its own subfolder: transformers auto-applies an adapter_config.json it finds next
+# to the full weights, which would add the LoRA delta twice on top of the merged model.
+ADAPTER_DIR = "adapter"
+SUPPORTED_MODEL_TYPES = ("LLAMA2",)
+
+
+def _dequantize(value: torch.Tensor) -> torch.Tensor:
+    if isinstance(value, NF4Tensor):
+        try:
+            from torchtune_lite.modules.peft.nf4 import dequantize_nf4
+        except ImportError:  # the fast kernel is optional; torchao's own path gives the same values
+            return value.get_original_weight()
+        return dequantize_nf4(value)
+    return value
+
+
+def to_cpu_plain(value: torch.Tensor) -> torch.Tensor:
+    """A plain CPU tensor for writing: NF4 dequantized to its original dtype, autograd detached."""
+    return _dequantize(value.detach()).to("cpu")
+
+
+def tensor_nbytes(value: torch.Tensor) -> int:
+    """Bytes the tensor takes once written (an NF4Tensor reports its original dtype and shape)."""
+    return value.numel() * value.dtype.itemsize
+
+
+class CheckpointerBase:
+    """Shared constructor checks, adapter/recipe-state loading, and the staged save."""
+
+    format_name = ""
+
+    def __init__(
+        self,
+        checkpoint_dir: Union[str, Path],
+        checkpoint_files: Any,
+        model_type: str,
+        output_dir: Union[str, Path],
+        adapter_checkpoint: Optional[Union[str, Path]] = None,
+        recipe_checkpoint: Optional[Union[str, Path]] = None,
+    ) -> None:
+        self.checkpoint_dir = Path(checkpoint_dir).expanduser()
+        if not self.checkpoint_dir.is_dir():
+            raise CheckpointNotFoundError(
+                f"checkpoint_dir {self.checkpoint_dir} does not exist: set checkpointer.checkpoint_dir to a folder "
+                "with Llama-2 weights, e.g. from `tune download meta-llama/Llama-2-7b-hf --output-dir <dir>`"
+            )
+        if str(model_type).upper() not in SUPPORTED_MODEL_TYPES:
+            raise ValueError(f"model_type={model_type!r} is not supported: use one of {list(SUPPORTED_MODEL_TYPES)}")
+        self.model_type = str(model_type).upper()
+        self.output_dir = Path(output_dir).expanduser()
+        self.adapter_checkpoint = self._resolve(adapter_checkpoint) if adapter_checkpoint else None
+        self.recipe_checkpoint = self._resolve(recipe_checkpoint) if recipe_checkpoint else None
+        self.checkpoint_files = checkpoint_files
+        self.shape: Optional[ModelShape] = None  # set by subclasses from config.json / params.json
+
+    def _resolve(self, path: Union[str, Path]) -> Path:
+        """Paths may be absolute or relative to checkpoint_dir."""
+        path = Path(path).expanduser()
+        if not path.is_absolute() and not path.exists() and (self.checkpoint_dir / path).exists():
+            path = self.checkpoint_dir / path
+        return path
+
+    # ------------------------------------------------------------------ loading
+    def load_checkpoint(self) -> dict[str, Any]:
+        """`{"model": our-key state dict, "adapter": LoRA weights (if adapter_checkpoint), "recipe_state": ...}`."""
+        checkpoint: dict[str, Any] = {"model": self.load_model()}
+        if self.adapter_checkpoint is not None:
+            checkpoint["adapter"] = self.load_adapter(self.adapter_checkpoint)
+        if self.recipe_checkpoint is not None:
+            state = load_recipe_state(self.recipe_checkpoint)
+            self._check_recipe_state_files(state)
+            checkpoint["recipe_state"] = state
+        return checkpoint
+
+    def load_model(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def load_adapter(self, path: Path) -> dict[str, torch.Tensor]:
+        """Our-key LoRA weights from a PEFT adapter (folder or file) or an our-key adapter file."""
+        file = path
+        if path.is_dir():
+            names = (ADAPTER_WEIGHTS_FILE, "adapter_model.bin", "adapter_model.pt")
+            candidates = [folder / n for folder in (path, path / ADAPTER_DIR) for n in names]
+            found = [c for c in candidates if c.is_file()]
+            if not found:
+                raise CheckpointNotFoundError(
+                    f"adapter_checkpoint {path} holds no {ADAPTER_WEIGHTS_FILE} (found: {sorted(p.name for p in path.iterdir())}): "
+                    "point it at a folder written by save_checkpoint or peft's save_pretrained"
+                )
+            file = found[0]
+        elif not path.is_file():
+            raise CheckpointNotFoundError(f"adapter_checkpoint {path} not found: point it at an adapter folder or file saved earlier")
+        items = iter_safetensors(file) if file.suffix == ".safetensors" else load_torch_file(file).items()
+        adapter: dict[str, torch.Tensor] = {}
+        for key, value in items:
+            if key.startswith("base_model.model."):  # PEFT layout: HF names and HF q/k row order
+                key = lora_key_from_hf(key, str(file))
+                heads = rotary_heads(key, self._require_shape(file))
+                if heads is not None:
+                    value = hf_to_interleaved(value, heads)
+            elif not is_lora_key(key):
+                raise CheckpointFormatError(f"{file}: key {key!r} is not a LoRA weight: give adapter_checkpoint a LoRA adapter")
+            adapter[key] = value
+        return adapter
+
+    def _require_shape(self, source: Path) -> ModelShape:
+        if self.shape is None:
+            raise CheckpointFormatError(f"{source} needs the model's head counts but {self.checkpoint_dir} has no config: add config.json/params.json")
+        return self.shape
+
+    def _check_recipe_state_files(self, state: dict) -> None:
+        """A recipe state names the files saved with it; all must still be there."""
+        folder = self.recipe_checkpoint.parent
+        missing = [n for n in state.get("checkpoint_files", []) if not (folder / n).exists()]
+        if missing:
+            raise CheckpointFormatError(
+                f"{self.recipe_checkpoint} belongs to files that are gone from {folder}: {missing}; resume from another checkpoint"
+            )
+
+    # ------------------------------------------------------------------ saving
+    def save_checkpoint(
+        self,
+        state_dict: dict[str, Any],
+        epoch: int,
+        *,
+        step: Optional[int] = None,
+        adapter_only: bool = False,
+    ) -> Path:
+        """Write `output_dir/epoch_{epoch}` (or `step_{step}` when `step` is given) and return it.
+
+        Layout: the full-model files at the top (loadable by the matching framework), the LoRA adapter
+        in `adapter/`, then `recipe_state.pt` naming every file of the checkpoint.
+
+        `state_dict` keys (all optional): "model" (our keys; values may be NF4Tensors; LoRA keys in it
+        are merged into their base weights for the full-model files and also saved as the adapter),
+        "adapter" (our-key LoRA weights), "adapter_config" (at least `lora_alpha`; `r`,
+        `target_modules` in our names, `lora_dropout` are filled in when absent) and "recipe_state"
+        (any weights_only-loadable dict), which is written last.
+        """
+        model = dict(state_dict.get("model") or {})
+        adapter = dict(state_dict.get("adapter") or {})
+        lora_in_model = {k: model.pop(k) for k in [k for k in model if is_lora_key(k)]}
+        adapter = adapter or lora_in_model
+        adapter_config = self._complete_adapter_config(adapter, state_dict.get("adapter_config")) if adapter else None
+        target = self.output_dir / (f"step_{step}" if step is not None else f"epoch_{epoch}")
+        files: list[str] = []
+        with staged_dir(target) as stage:
+            if model and not adapter_only:
+                scale = adapter_config["lora_alpha"] / adapter_config["r"] if lora_in_model else 0.0
+                tensors = [self._model_tensor(k, v, lora_in_model, scale) for k, v in model.items()]
+                files += self.write_model(stage, [t for t in tensors if t is not None])
+            if adapter:
+                (stage / ADAPTER_DIR).mkdir()
+                files += [f"{ADAPTER_DIR}/{n}" for n in self.write_adapter(stage / ADAPTER_DIR, adapter, adapter_config)]
+            files += self.copy_support_files(stage)
+            if "recipe_state" in state_dict and state_dict["recipe_state"] is not None:
+                save_recipe_state(stage / RECIPE_STATE_FILE, {**state_dict["recipe_state"], "checkpoint_files": files})
+        return target
+
+    def _model_tensor(self, key: str, value: torch.Tensor, lora: dict, scale: float) -> Optional[TensorToWrite]:
+        module = key[: -len(".weight")] if key.endswith(".weight") else None
+        a, b = (lora.get(f"{module}.lora_a.weight"), lora.get(f"{module}.lora_b.weight")) if module else (None, None)
+
+        def produce() -> torch.Tensor:
+            weight = to_cpu_plain(value)
+            if a is not None and b is not None:  # W + (alpha / r) * B @ A, computed in fp32
+                delta = to_cpu_plain(b).float() @ to_cpu_plain(a).float()
+                weight = (weight.float() + scale * delta).to(weight.dtype)
+            return weight
+
+        return self.model_tensor_to_write(key, tensor_nbytes(value), produce)
+
+    def _complete_adapter_config(self, adapter: dict, config: Optional[dict]) -> dict:
+        config = dict(config or {})
+        if "lora_alpha" not in config:
+            raise ValueError("saving a LoRA adapter needs state_dict['adapter_config']['lora_alpha']: pass the model's lora_alpha")
+        ranks = {v.shape[0] for k, v in adapter.items() if k.endswith("lora_a.weight")}
+        if len(ranks) != 1:
+            raise CheckpointFormatError(f"adapter lora_a weights have ranks {sorted(ranks)}: every LoRA layer must share one rank")
+        config.setdefault("r", ranks.pop())
+        modules = sorted({split_lora_key(k)[0].rsplit(".", 1)[-1] for k in adapter})
+        config.setdefault("target_modules", modules)
+        config.setdefault("lora_dropout", 0.0)
+        return config
+
+    def peft_adapter_config(self, config: dict) -> dict:
+        """PEFT's `adapter_config.json` for our adapter config."""
+        hf_names = set(HF_MODULE_NAMES.values())
+        unknown = [m for m in config["target_modules"] if m not in HF_MODULE_NAMES and m not in hf_names]
+        if unknown:
+            raise ValueError(f"adapter target_modules {unknown} are not Llama-2 linear layers: use some of {list(HF_MODULE_NAMES)}")
+        return {
+            "base_model_name_or_path": str(config.get("base_model_name_or_path", self.checkpoint_dir.resolve())),
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM",
+            "r": int(config["r"]),
+            "lora_alpha": float(config["lora_alpha"]),
+            "lora_dropout": float(config["lora_dropout"]),
+            "target_modules": sorted({HF_MODULE_NAMES.get(m, m) for m in config["target_modules"]}),
+            "bias": "none",
+            "fan_in_fan_out": False,
+            "inference_mode": True,
+            "use_dora": bool(config.get("use_dora", False)),
+        }
+
+    def write_adapter_config(self, stage: Path, config: dict) -> str:
+        atomic_write_bytes(stage / ADAPTER_CONFIG_FILE, json.dumps(self.peft_adapter_config(config), indent=2).encode())
+        return ADAPTER_CONFIG_FILE
+
+    # subclass hooks
+    def model_tensor_to_write(self, key: str, nbytes: int, produce) -> Optional[TensorToWrite]:
+        raise NotImplementedError
+
+    def write_model(self, stage: Path, tensors: list[TensorToWrite]) -> list[str]:
+        raise NotImplementedError
+
+    def write_adapter(self, stage: Path, adapter: dict, config: dict) -> list[str]:
+        raise NotImplementedError
+
+    support_files: tuple[str, ...] = ()
+
+    def copy_support_files(self, stage: Path) -> list[str]:
+        copied = []
+        for name in self.support_files:
+            src = self.checkpoint_dir / name
+            if src.is_file():
+                atomic_copy(src, stage / name)
+                copied.append(name)
+        return copied
+
+    def check_state_dict(self, state: dict[str, torch.Tensor], source: str) -> None:
+        """Every key the config implies is present with the shape it implies."""
+        if self.shape is None:
+            return
+        expected = self.shape.expected_shapes()
+        missing = [k for k in expected if k not in state]
+        if missing:
+            raise CheckpointFormatError(
+                f"{source} lacks {len(missing)} weights the config needs ({missing[:3]}...): the checkpoint_files "
+                "list misses a shard, or config.json describes a bigger model than these weights"
+            )
+        for key, shape in expected.items():
+            got = tuple(state[key].shape)
+            if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
+                want = tuple("?" if e is None else e for e in shape)
+                raise CheckpointFormatError(
+                    f"{source}: {key} has shape {list(got)} but the config implies {list(want)}: use the config file "
+                    "that came with these weights"
+                )
+        extra = [k for k in state if k not in expected]
+        if extra:
+            raise CheckpointFormatError(f"{source}: keys {extra[:3]} are beyond the config's {self.shape.num_layers} layers: use the matching config")
+
+
+__all__ = ["CheckpointerBase", "to_cpu_plain", "tensor_nbytes", "ADAPTER_DIR", "ADAPTER_WEIGHTS_FILE", "ADAPTER_CONFIG_FILE"]

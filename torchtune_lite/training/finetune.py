@@ -1,0 +1,292 @@
+"""The story of a fine-tuning run, shared by every recipe.
+
+`FinetuneRecipe` reads top to bottom: `setup` (output dir, logger, checkpoint, model, data, optimizer,
+loss, resume state), `train` (the shared `TrainLoop`), `save_checkpoint`, `cleanup`. A recipe subclass
+says only what is its own: how the model is built from the checkpoint, which parameters train, and
+what a checkpoint holds. The distributed recipe also overrides how the model is placed on devices.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional
+
+import torch
+from omegaconf import DictConfig
+
+from torchtune_lite import config
+from torchtune_lite.config import Component
+from torchtune_lite.modules.transformer import TransformerDecoderLayer
+from torchtune_lite.training.activations import apply_activation_checkpointing
+from torchtune_lite.training.compile import compile_loss, compile_model
+from torchtune_lite.training.data_loading import build_dataloader
+from torchtune_lite.training.device import get_device
+from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
+from torchtune_lite.training.memory import format_memory_stats, get_memory_stats
+from torchtune_lite.training.metric_logging import StdoutLogger
+from torchtune_lite.training.output_dir import RECIPE_STATE_FILE, find_latest_checkpoint, prepare_output_dir
+from torchtune_lite.training.precision import get_dtype, set_default_dtype
+from torchtune_lite.training.seed import get_rng_state, set_rng_state, set_seed
+from torchtune_lite.training.train_loop import LoopSettings, NonFiniteLossError, Progress, TrainingInterrupted, TrainLoop
+
+log = logging.getLogger("torchtune_lite")
+
+
+@dataclass
+class FinetuneConfig:
+    """The settings every fine-tuning recipe reads; `tune validate` rejects any other top-level key."""
+
+    model: Component
+    tokenizer: Component
+    checkpointer: Component
+    dataset: Component
+    optimizer: Component
+    output_dir: str
+    loss: Optional[Component] = None
+    lr_scheduler: Optional[Component] = None
+    metric_logger: Optional[Component] = None
+    seed: Optional[int] = None
+    shuffle: bool = True
+    batch_size: int = 2
+    epochs: int = 1
+    max_steps_per_epoch: Optional[int] = None
+    gradient_accumulation_steps: int = 1
+    clip_grad_norm: Optional[float] = None
+    save_every_n_steps: Optional[int] = None
+    resume_from_checkpoint: bool = False
+    overwrite_output_dir: bool = False
+    compile: bool = False
+    device: str = "auto"
+    dtype: str = "bf16"
+    enable_activation_checkpointing: bool = False
+    log_every_n_steps: int = 1
+    log_peak_memory_stats: bool = True
+    generate_after_training: Optional[str] = None
+    max_new_tokens: int = 48
+
+
+class FinetuneRecipe:
+    """Base of the fine-tuning recipes. Subclasses implement `setup_model` and `trainable_params`."""
+
+    rank: int = 0
+    world_size: int = 1
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+        self.device = get_device(cfg.device)
+        self.dtype = get_dtype(cfg.dtype, self.device)
+        self.output_dir = Path(cfg.output_dir)
+
+    @property
+    def is_rank_zero(self) -> bool:
+        return self.rank == 0
+
+    # ------------------------------------------------------------------ the story
+    def run(self) -> None:
+        """setup, train, cleanup; turns the expected ways a run ends early into exit codes."""
+        try:
+            self.setup()
+            self.train()
+        except TrainingInterrupted as stop:
+            self.print(f"Stopped by signal after step {self.progress.global_step}; resume with resume_from_checkpoint=True")
+            sys.exit(stop.exit_code)
+        except NonFiniteLossError as err:
+            self.print(f"error: {err}", error=True)
+            sys.exit(1)
+        finally:
+            self.cleanup()
+
+    def setup(self) -> None:
+        cfg = self.cfg
+        self.seed = set_seed(cfg.seed)
+        resume_dir = self._find_resume_dir()
+        if self.is_rank_zero:
+            prepare_output_dir(self.output_dir, resume=resume_dir is not None, overwrite=cfg.overwrite_output_dir)
+        self.metric_logger = config.instantiate(cfg.metric_logger) if cfg.metric_logger else StdoutLogger()
+        if self.is_rank_zero:
+            self.metric_logger.log_config(cfg)
+
+        self.checkpointer = self._build_checkpointer(resume_dir)
+        checkpoint = self.checkpointer.load_checkpoint()
+        self.tokenizer = config.instantiate(cfg.tokenizer)
+
+        with set_default_dtype(self.dtype), self.device:
+            self.model = self.setup_model(checkpoint)
+        self._check_tokenizer_fits_model()
+        if cfg.enable_activation_checkpointing:
+            apply_activation_checkpointing(self.model, (TransformerDecoderLayer,))
+        if cfg.compile:
+            compile_model(self.model, (TransformerDecoderLayer,))
+        self.print(f"Model ready on {self.device} in {self.dtype}. Memory: {format_memory_stats(get_memory_stats(self.device))}")
+
+        self.dataset = config.instantiate(cfg.dataset, self.tokenizer)
+        self.dataloader, self.sampler = build_dataloader(
+            self.dataset,
+            batch_size=cfg.batch_size,
+            shuffle=cfg.shuffle,
+            seed=self.seed,
+            collate_fn=self.collate_fn(),
+            rank=self.rank,
+            world_size=self.world_size,
+        )
+
+        self.optimizer = config.instantiate(cfg.optimizer, self.trainable_params())
+        settings = LoopSettings(
+            epochs=cfg.epochs,
+            max_steps_per_epoch=cfg.max_steps_per_epoch,
+            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
+            clip_grad_norm=cfg.clip_grad_norm,
+            log_every_n_steps=cfg.log_every_n_steps,
+            save_every_n_steps=cfg.save_every_n_steps,
+            log_peak_memory_stats=cfg.log_peak_memory_stats,
+        )
+        self.lr_scheduler = None
+        if cfg.lr_scheduler:
+            total_steps = cfg.epochs * self._steps_per_epoch(settings)
+            self.lr_scheduler = config.instantiate(cfg.lr_scheduler, self.optimizer, num_training_steps=total_steps)
+        self.loss_fn = config.instantiate(cfg.loss) if cfg.loss else ChunkedCrossEntropyLoss()
+        if cfg.compile:
+            self.loss_fn = compile_loss(self.loss_fn)
+
+        self.progress = Progress()
+        if "recipe_state" in checkpoint:
+            self._restore_recipe_state(checkpoint["recipe_state"])
+            self.print(f"Resuming from {resume_dir} at epoch {self.progress.epoch + 1}, step {self.progress.global_step}")
+
+        self.loop = TrainLoop(
+            model=self.model,
+            loss_fn=self.loss_fn,
+            optimizer=self.optimizer,
+            lr_scheduler=self.lr_scheduler,
+            dataloader=self.dataloader,
+            sampler=self.sampler,
+            trainable_params=self.trainable_params(),
+            device=self.device,
+            settings=settings,
+            metric_logger=self.metric_logger,
+            save_checkpoint=self.save_checkpoint,
+            progress=self.progress,
+            is_rank_zero=self.is_rank_zero,
+            world_size=self.world_size,
+        )
+
+    def train(self) -> None:
+        self.loop.run()
+        self.print(f"Training done. Peak memory: {format_memory_stats(get_memory_stats(self.device))}")
+        if self.cfg.generate_after_training and self.is_rank_zero:
+            self.show_generation(self.cfg.generate_after_training)
+
+    def save_checkpoint(self, progress: Progress, end_of_epoch: bool) -> None:
+        """Writes `epoch_N` (end of an epoch) or `step_N`; the recipe state goes last, so a
+        checkpoint without it is incomplete and never resumed from."""
+        payload = self.checkpoint_payload()
+        payload["recipe_state"] = {
+            "progress": progress.state_dict(),
+            "seed": self.seed,
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else None,
+            "rng": get_rng_state(),
+        }
+        if self.is_rank_zero:
+            if end_of_epoch:
+                path = self.checkpointer.save_checkpoint(payload, epoch=progress.epoch)
+            else:
+                path = self.checkpointer.save_checkpoint(payload, epoch=progress.epoch, step=progress.global_step)
+            self.print(f"Checkpoint saved to {path}")
+
+    def cleanup(self) -> None:
+        logger = getattr(self, "metric_logger", None)
+        if logger is not None:
+            logger.close()
+
+    # ------------------------------------------------------------------ what subclasses say
+    def setup_model(self, checkpoint: dict) -> torch.nn.Module:
+        raise NotImplementedError
+
+    def trainable_params(self) -> list[torch.nn.Parameter]:
+        raise NotImplementedError
+
+    def checkpoint_payload(self) -> dict:
+        """What goes into a checkpoint besides the recipe state: by default the whole model."""
+        return {"model": self.model.state_dict()}
+
+    def collate_fn(self):
+        from torchtune_lite.data import padded_collate_packed, padded_collate_sft
+
+        if getattr(self.cfg.dataset, "packed", False):
+            return padded_collate_packed
+        return lambda batch: padded_collate_sft(batch, padding_idx=self.tokenizer.pad_id)
+
+    # ------------------------------------------------------------------ mechanics
+    def build_model(self) -> torch.nn.Module:
+        return config.instantiate(self.cfg.model)
+
+    def print(self, message: str, error: bool = False) -> None:
+        if self.is_rank_zero:
+            print(message, file=sys.stderr if error else sys.stdout, flush=True)
+
+    def check_loaded_keys(self, model, missing, unexpected, loaded_adapter: bool) -> None:
+        """Base checkpoint keys must cover every non-LoRA parameter; LoRA keys come from the adapter
+        (or their fresh init when not resuming)."""
+        missing_base = [k for k in missing if "lora_" not in k]
+        if missing_base or unexpected:
+            problems = []
+            if missing_base:
+                problems.append(f"missing {missing_base[:5]}")
+            if unexpected:
+                problems.append(f"unexpected {list(unexpected)[:5]}")
+            raise ValueError(
+                f"checkpoint does not fit the model ({'; '.join(problems)}): check that checkpointer "
+                f"points at weights of the same architecture as model._component_={self.cfg.model._component_}"
+            )
+
+    def _steps_per_epoch(self, settings: LoopSettings) -> int:
+        steps = len(self.dataloader) // settings.gradient_accumulation_steps
+        if settings.max_steps_per_epoch is not None:
+            steps = min(steps, settings.max_steps_per_epoch)
+        return steps
+
+    def _find_resume_dir(self) -> Optional[Path]:
+        if not self.cfg.resume_from_checkpoint:
+            return None
+        latest = find_latest_checkpoint(self.output_dir)
+        if latest is None:
+            raise FileNotFoundError(
+                f"resume_from_checkpoint=True but {self.output_dir} holds no complete checkpoint "
+                f"(a folder epoch_N or step_N with {RECIPE_STATE_FILE}): start without resume_from_checkpoint"
+            )
+        return latest
+
+    def _build_checkpointer(self, resume_dir: Optional[Path]):
+        if resume_dir is None:
+            return config.instantiate(self.cfg.checkpointer)
+        return config.instantiate(self.cfg.checkpointer, **self.resume_checkpoint_args(resume_dir))
+
+    def resume_checkpoint_args(self, resume_dir: Path) -> dict:
+        """Where to read a resumed run from: by default the whole model from the last checkpoint."""
+        return {"checkpoint_dir": str(resume_dir), "checkpoint_files": None,
+                "recipe_checkpoint": str(resume_dir / RECIPE_STATE_FILE)}
+
+    def _restore_recipe_state(self, state: dict) -> None:
+        self.progress.load_state_dict(state["progress"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        set_rng_state(state["rng"])
+
+    def _check_tokenizer_fits_model(self) -> None:
+        vocab = self.model.tok_embeddings.num_embeddings
+        if self.tokenizer.vocab_size > vocab:
+            raise ValueError(
+                f"tokenizer {self.cfg.tokenizer.path} has {self.tokenizer.vocab_size} tokens but the model's "
+                f"embedding has {vocab}: use the tokenizer that belongs to the checkpoint"
+            )
+
+    def show_generation(self, prompt: str) -> None:
+        from torchtune_lite.generation import generate_text
+
+        text = generate_text(self.model, self.tokenizer, prompt, max_new_tokens=self.cfg.max_new_tokens)
+        self.print(f"\nPrompt: {prompt}\nGeneration: {text}\n")

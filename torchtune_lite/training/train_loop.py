@@ -1,0 +1,229 @@
+"""The training loop every recipe shares.
+
+A recipe builds the pieces (model, loss, optimizer, data) and hands them to `TrainLoop`; the loop owns
+what is the same for every fine-tune: label shifting, token-weighted gradient accumulation, clipping,
+the progress bar, metric logging, checkpoint cadence, resuming mid-epoch, stopping on a non-finite loss,
+and stopping cleanly on SIGINT/SIGTERM. What differs between recipes (which parameters train, what a
+checkpoint holds, how tensors are reduced across ranks) comes in through the constructor.
+"""
+
+from __future__ import annotations
+
+import itertools
+import signal
+import time
+from dataclasses import dataclass
+from typing import Callable, Iterable, Optional
+
+import torch
+import torch.distributed as dist
+from tqdm import tqdm
+
+from torchtune_lite.training.gradients import clip_grad_norm_, scale_grads
+from torchtune_lite.training.memory import get_memory_stats
+
+IGNORE_INDEX = -100
+
+
+class NonFiniteLossError(RuntimeError):
+    """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
+
+
+class TrainingInterrupted(Exception):
+    """SIGINT/SIGTERM arrived; a resumable checkpoint was written. `exit_code` is 130 or 143."""
+
+    def __init__(self, signum: int) -> None:
+        self.exit_code = 128 + signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}")
+
+
+@dataclass
+class LoopSettings:
+    epochs: int = 1
+    max_steps_per_epoch: Optional[int] = None
+    gradient_accumulation_steps: int = 1
+    clip_grad_norm: Optional[float] = None
+    log_every_n_steps: int = 1
+    save_every_n_steps: Optional[int] = None
+    log_peak_memory_stats: bool = True
+
+
+@dataclass
+class Progress:
+    """Where training stands, in optimizer steps. Saved in the recipe state and restored on resume."""
+
+    epoch: int = 0
+    step_in_epoch: int = 0
+    global_step: int = 0
+
+    def state_dict(self) -> dict:
+        return {"epoch": self.epoch, "step_in_epoch": self.step_in_epoch, "global_step": self.global_step}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.epoch, self.step_in_epoch, self.global_step = (
+            int(state["epoch"]), int(state["step_in_epoch"]), int(state["global_step"])
+        )
+
+
+def shift_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Position i predicts token i+1: drop the first label and pad the end with the ignore index."""
+    pad = torch.full_like(labels[:, :1], IGNORE_INDEX)
+    return torch.cat([labels[:, 1:], pad], dim=1)
+
+
+class TrainLoop:
+    """Runs epochs of optimizer steps. `save_checkpoint(progress, end_of_epoch)` is the recipe's."""
+
+    def __init__(
+        self,
+        *,
+        model: torch.nn.Module,
+        loss_fn: torch.nn.Module,
+        optimizer: torch.optim.Optimizer,
+        lr_scheduler: Optional[torch.optim.lr_scheduler.LRScheduler],
+        dataloader: Iterable,
+        sampler,
+        trainable_params: list[torch.nn.Parameter],
+        device: torch.device,
+        settings: LoopSettings,
+        metric_logger,
+        save_checkpoint: Callable[[Progress, bool], None],
+        progress: Optional[Progress] = None,
+        is_rank_zero: bool = True,
+        world_size: int = 1,
+    ) -> None:
+        self.model, self.loss_fn = model, loss_fn
+        self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
+        self.dataloader, self.sampler = dataloader, sampler
+        self.trainable_params = trainable_params
+        self.device, self.settings = device, settings
+        self.metric_logger, self.save_checkpoint = metric_logger, save_checkpoint
+        self.progress = progress or Progress()
+        self.is_rank_zero, self.world_size = is_rank_zero, world_size
+        self._signal = None
+        self.loss_history: list[float] = []
+
+    @property
+    def steps_per_epoch(self) -> int:
+        steps = len(self.dataloader) // self.settings.gradient_accumulation_steps
+        if self.settings.max_steps_per_epoch is not None:
+            steps = min(steps, self.settings.max_steps_per_epoch)
+        return steps
+
+    def run(self) -> None:
+        if self.steps_per_epoch == 0:
+            raise ValueError(
+                f"the data set gives {len(self.dataloader)} batches per epoch, fewer than "
+                f"gradient_accumulation_steps={self.settings.gradient_accumulation_steps}: "
+                "lower batch_size or gradient_accumulation_steps, or add data"
+            )
+        previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            while self.progress.epoch < self.settings.epochs:
+                self._run_epoch()
+                self.progress.epoch += 1
+                self.progress.step_in_epoch = 0
+                self.save_checkpoint(self.progress, True)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+
+    def _on_signal(self, signum, frame) -> None:
+        # Finish the current step, save, then stop: never leave a half-updated model behind.
+        self._signal = signum
+
+    def _batches_for_epoch(self):
+        if hasattr(self.sampler, "set_epoch"):
+            self.sampler.set_epoch(self.progress.epoch)
+        accum = self.settings.gradient_accumulation_steps
+        # Resuming mid-epoch: replay the sampler's order and skip what earlier steps consumed.
+        skip = self.progress.step_in_epoch * accum
+        stop = self.steps_per_epoch * accum
+        return itertools.islice(iter(self.dataloader), skip, stop)
+
+    def _run_epoch(self) -> None:
+        s = self.settings
+        pbar = tqdm(
+            total=self.steps_per_epoch,
+            initial=self.progress.step_in_epoch,
+            disable=not self.is_rank_zero,
+            dynamic_ncols=True,
+        )
+        self.model.train()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss_sum = torch.zeros((), device=self.device)
+        num_tokens = torch.zeros((), device=self.device, dtype=torch.long)
+        t0 = time.perf_counter()
+        for i, batch in enumerate(self._batches_for_epoch(), start=1):
+            batch_loss, batch_tokens = self._forward_backward(batch)
+            loss_sum += batch_loss.detach()
+            num_tokens += batch_tokens
+            if i % s.gradient_accumulation_steps:
+                continue
+
+            loss, grad_norm, tokens = self._optimizer_step(loss_sum, num_tokens)
+            self.progress.step_in_epoch += 1
+            self.progress.global_step += 1
+            step = self.progress.global_step
+            self.loss_history.append(loss)
+            pbar.update(1)
+            pbar.set_description(f"{self.progress.epoch + 1}|{step}|Loss: {loss:.4f}")
+
+            if step % s.log_every_n_steps == 0:
+                elapsed = time.perf_counter() - t0
+                metrics = {
+                    "loss": loss,
+                    "lr": self.optimizer.param_groups[0]["lr"],
+                    "tokens_per_second": tokens / elapsed,
+                    "grad_norm": grad_norm,
+                }
+                if s.log_peak_memory_stats:
+                    metrics.update(get_memory_stats(self.device))
+                if self.is_rank_zero:
+                    self.metric_logger.log_dict(metrics, step=step)
+            loss_sum.zero_()
+            num_tokens.zero_()
+            t0 = time.perf_counter()
+
+            last_step = self.progress.step_in_epoch == self.steps_per_epoch
+            if self._signal is not None:
+                pbar.close()
+                self.save_checkpoint(self.progress, False)
+                raise TrainingInterrupted(self._signal)
+            if s.save_every_n_steps and step % s.save_every_n_steps == 0 and not last_step:
+                self.save_checkpoint(self.progress, False)
+        pbar.close()
+
+    def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
+        labels = shift_labels(batch.pop("labels"))
+        tokens = batch.pop("tokens")
+        hidden = self.model(tokens, mask=batch.get("mask"), input_pos=batch.get("input_pos"), return_hidden=True)
+        output = getattr(self.model, "output")
+        loss_sum, num_tokens = self.loss_fn(hidden, output, labels)
+        # Unnormalized backward: gradients are divided by the step's token count in _optimizer_step,
+        # so every token weighs the same however tokens are spread over micro-batches (and ranks).
+        loss_sum.backward()
+        return loss_sum, num_tokens
+
+    def _optimizer_step(self, loss_sum: torch.Tensor, num_tokens: torch.Tensor) -> tuple[float, float, int]:
+        if self.world_size > 1:
+            # FSDP averages gradients over ranks; undo that so we divide by the global token count.
+            stats = torch.stack([loss_sum.float(), num_tokens.float()])
+            dist.all_reduce(stats)
+            loss_sum, num_tokens = stats[0], stats[1]
+        total = max(int(num_tokens.item()), 1)
+        loss = loss_sum.item() / total
+        if not torch.isfinite(torch.tensor(loss)):
+            raise NonFiniteLossError(
+                f"loss is {loss} at step {self.progress.global_step + 1} (epoch {self.progress.epoch + 1}); "
+                "stopping and keeping the last good checkpoint: lower the learning rate, use dtype=fp32, "
+                "or check the data"
+            )
+        scale_grads(self.trainable_params, self.world_size / total)
+        grad_norm = clip_grad_norm_(self.trainable_params, self.settings.clip_grad_norm)
+        self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+        return loss, float(grad_norm), total
