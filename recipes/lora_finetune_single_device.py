@@ -20,7 +20,6 @@ from torchtune_lite.modules.peft import (
     get_merged_lora_ckpt,
     set_trainable_params,
 )
-from torchtune_lite.training.checkpointing import ADAPTER_FILE
 from torchtune_lite.training.finetune import FinetuneConfig, FinetuneRecipe
 from torchtune_lite.training.output_dir import RECIPE_STATE_FILE
 
@@ -68,7 +67,7 @@ class LoRAFinetuneRecipeSingleDevice(FinetuneRecipe):
     def resume_checkpoint_args(self, resume_dir: Path) -> dict:
         # The frozen base comes from the original checkpoint; only the adapter and state are new.
         return {
-            "adapter_checkpoint": str(resume_dir / ADAPTER_FILE),
+            "adapter_checkpoint": str(resume_dir),
             "recipe_checkpoint": str(resume_dir / RECIPE_STATE_FILE),
         }
 

@@ -11,6 +11,7 @@ The corpus, tokenizer and instruction data come from scripts/make_tiny_assets.py
 from __future__ import annotations
 
 import argparse
+import json
 import shutil
 import subprocess
 import sys
@@ -22,9 +23,33 @@ from omegaconf import OmegaConf
 
 from torchtune_lite import config
 from torchtune_lite.config import resolve_config
-from torchtune_lite.training.checkpointing import save_hf_model
+from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
 
 ASSETS = Path(__file__).resolve().parents[1] / "torchtune_lite" / "assets" / "tiny"
+
+
+def hf_llama_config(model_cfg) -> dict:
+    """The Hugging Face `config.json` of a model built by `llama2(...)` with these arguments."""
+    return {
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "float32",
+        "vocab_size": model_cfg.vocab_size, "hidden_size": model_cfg.embed_dim,
+        "intermediate_size": model_cfg.intermediate_dim, "num_hidden_layers": model_cfg.num_layers,
+        "num_attention_heads": model_cfg.num_heads, "num_key_value_heads": model_cfg.num_kv_heads,
+        "max_position_embeddings": model_cfg.max_seq_len, "rms_norm_eps": 1e-5, "rope_theta": 10000.0,
+        "hidden_act": "silu", "tie_word_embeddings": False, "bos_token_id": 1, "eos_token_id": 2,
+    }
+
+
+def write_random_init(model: torch.nn.Module, model_cfg, out: Path) -> None:
+    """Saves `model` as an HF folder (config.json + model.safetensors) through our own checkpointer."""
+    staging = out / "staging"
+    staging.mkdir(parents=True, exist_ok=True)
+    (staging / "config.json").write_text(json.dumps(hf_llama_config(model_cfg), indent=2))
+    checkpointer = FullModelHFCheckpointer(staging, checkpoint_files=[], output_dir=staging)
+    saved = checkpointer.save_checkpoint({"model": model.state_dict()}, epoch=0)
+    for f in saved.iterdir():
+        shutil.move(str(f), out / f.name)
+    shutil.rmtree(staging)
 
 
 def main() -> None:
@@ -38,7 +63,7 @@ def main() -> None:
     model_cfg = OmegaConf.load(resolve_config("tiny/pretrain")).model
     torch.manual_seed(0)
     model = config.instantiate(model_cfg)
-    save_hf_model(model.state_dict(), model_cfg, init_dir, dtype=torch.float32)
+    write_random_init(model, model_cfg, init_dir)
 
     overrides = [f"checkpointer.checkpoint_dir={init_dir}", f"output_dir={run_dir}"]
     if args.epochs is not None:

@@ -83,7 +83,7 @@ class MultiHeadAttention(nn.Module):
     ) -> torch.Tensor:
         """x: [b, s, embed_dim] -> [b, s, embed_dim].
 
-        mask: bool, True = may attend; [b, s, s] without a cache, [b, s, max_seq_len] with one. Default: causal
+        mask: bool, True = may attend; [b, s, s] (or [s, s]) without a cache, [b, s, max_seq_len] with one. Default: causal
             (with a cache, causal over the cached positions up to each query's `input_pos`).
         input_pos: [b, s] or [s] positions of the tokens (default 0..s-1); required with a cache.
         """
@@ -96,12 +96,14 @@ class MultiHeadAttention(nn.Module):
         v = v.transpose(1, 2)
 
         is_causal = False
+        if mask is not None and mask.dim() == 3:
+            mask = mask[:, None, :, :]  # [b, 1, s, kv_len], shared by all heads
         if self.kv_cache is not None:
             if input_pos is None:
                 raise ValueError("attention has a KV cache but no input_pos was given: pass the tokens' positions")
             k, v = self.kv_cache.update(input_pos, k, v)
             if mask is None:
-                mask = causal_mask_for_cache(input_pos, self.max_seq_len, batch_size=b)
+                mask = causal_mask_for_cache(input_pos, self.max_seq_len, batch_size=b)[:, None, :, :]
         elif mask is None:
             is_causal = True
 
@@ -109,7 +111,7 @@ class MultiHeadAttention(nn.Module):
             q,
             k.to(q.dtype),
             v.to(q.dtype),
-            attn_mask=None if mask is None else mask[:, None, :, :],
+            attn_mask=mask,
             dropout_p=self.attn_dropout if self.training else 0.0,
             is_causal=is_causal,
             enable_gqa=self.num_kv_heads != self.num_heads,

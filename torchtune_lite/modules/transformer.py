@@ -92,6 +92,7 @@ class TransformerDecoder(nn.Module):
 
         mask: bool, True = may attend. Without caches [b, s, s] (e.g. block-diagonal causal for packed
             samples; default causal). With caches [b, s, max_seq_len] (default causal up to `input_pos`).
+            Every row needs at least one True (e.g. padding attends to itself), or SDPA returns NaN there.
         input_pos: [b, s] (or [s]) token positions; restart per sample for packed sequences; required with caches.
         """
         seq_len = tokens.size(1)

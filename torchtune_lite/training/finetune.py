@@ -191,10 +191,9 @@ class FinetuneRecipe:
             "rng": get_rng_state(),
         }
         if self.is_rank_zero:
-            if end_of_epoch:
-                path = self.checkpointer.save_checkpoint(payload, epoch=progress.epoch)
-            else:
-                path = self.checkpointer.save_checkpoint(payload, epoch=progress.epoch, step=progress.global_step)
+            # `progress.epoch` already counts the finished epoch, so the first epoch saves to epoch_0.
+            step = None if end_of_epoch else progress.global_step
+            path = self.checkpointer.save_checkpoint(payload, epoch=progress.epoch - int(end_of_epoch), step=step)
             self.print(f"Checkpoint saved to {path}")
 
     def cleanup(self) -> None:

@@ -40,3 +40,14 @@ def test_gqa_equals_mha_with_repeated_kv_heads():
 def test_kv_heads_must_divide_heads():
     with pytest.raises(ValueError, match="num_kv_heads=3"):
         make_attention(num_heads=4, num_kv_heads=3, dim=16)
+
+
+def test_mask_forms_agree():
+    torch.manual_seed(0)
+    attn = make_attention(num_heads=4, num_kv_heads=2)
+    x = torch.randn(2, 5, 16)
+    causal = torch.tril(torch.ones(5, 5, dtype=torch.bool))
+    torch.testing.assert_close(attn(x, mask=causal), attn(x), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(attn(x, mask=causal.expand(2, 5, 5)), attn(x), rtol=1e-5, atol=1e-6)
+    full = torch.ones(2, 5, 5, dtype=torch.bool)
+    assert not torch.allclose(attn(x, mask=full), attn(x))

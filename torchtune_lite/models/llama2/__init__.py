@@ -6,6 +6,7 @@ from torchtune_lite.models.llama2._component_builders import (
     qlora_llama2,
     scale_hidden_dim_for_mlp,
 )
+from torchtune_lite.models.llama2._tokenizer import Llama2Tokenizer, llama2_tokenizer
 from torchtune_lite.models.llama2._model_builders import (
     llama2_13b,
     llama2_70b,
@@ -19,6 +20,8 @@ from torchtune_lite.models.llama2._model_builders import (
 )
 
 __all__ = [
+    "Llama2Tokenizer",
+    "llama2_tokenizer",
     "llama2",
     "llama2_13b",
     "llama2_70b",

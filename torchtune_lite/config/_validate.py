@@ -1,0 +1,109 @@
+"""Checking a config against a recipe's settings dataclass before anything heavy runs.
+
+torchtune silently ignored keys nobody read; here a typo'd key, a keyword the component does not accept,
+or a value of the wrong type stops the run with one line naming it and the closest valid name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import typing
+from typing import Any, NewType, Union
+
+from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from torchtune_lite.config._errors import ConfigError, did_you_mean
+from torchtune_lite.config._instantiate import import_component
+
+Component = NewType("Component", DictConfig)
+"""A config node with a `_component_` key, in a recipe's settings dataclass."""
+
+_MISSING = dataclasses.MISSING
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", str(tp).replace("typing.", ""))
+
+
+def _check_scalar(key: str, value: Any, tp: Any) -> None:
+    origin = typing.get_origin(tp)
+    if origin is Union:
+        options = typing.get_args(tp)
+        if value is None and type(None) in options:
+            return
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                _check_scalar(key, value, option)
+                return
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if tp is Component:
+        _check_component(key, value)
+        return
+    if origin in (list, tuple):
+        if not isinstance(value, (list, ListConfig)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        return
+    ok = {
+        bool: lambda v: isinstance(v, bool),
+        int: lambda v: isinstance(v, int) and not isinstance(v, bool),
+        float: lambda v: isinstance(v, (int, float)) and not isinstance(v, bool),
+        str: lambda v: isinstance(v, str),
+    }.get(tp)
+    if ok is not None and not ok(value):
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+
+
+def _accepted_keywords(target: Any) -> tuple[set[str], bool]:
+    """Keyword names `target` accepts, and whether it takes **kwargs."""
+    try:
+        sig = inspect.signature(target)
+    except (TypeError, ValueError):
+        return set(), True
+    names = {n for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
+    return names, var_kw
+
+
+def _check_component(key: str, node: Any) -> None:
+    if not isinstance(node, DictConfig) or "_component_" not in node:
+        raise ConfigError(f"{key}: expected a node with _component_, got {node!r}")
+    target = import_component(node._component_, where=f"{key}._component_")
+    accepted, var_kw = _accepted_keywords(target)
+    for arg, value in node.items():
+        if arg == "_component_":
+            continue
+        if not var_kw and arg not in accepted:
+            raise ConfigError(
+                f"{key}.{arg}: {node._component_} does not accept '{arg}'{did_you_mean(arg, accepted)}"
+            )
+        _check_nested(f"{key}.{arg}", value)
+
+
+def _check_nested(key: str, value: Any) -> None:
+    if isinstance(value, DictConfig) and "_component_" in value:
+        _check_component(key, value)
+    elif isinstance(value, ListConfig):
+        for i, item in enumerate(value):
+            _check_nested(f"{key}[{i}]", item)
+
+
+def validate(cfg: DictConfig, schema: type) -> DictConfig:
+    """Raises ConfigError for unknown, missing or mistyped keys and bad components; returns `cfg` with
+    the schema's defaults filled in for keys it omits."""
+    fields = {f.name: f for f in dataclasses.fields(schema)}
+    hints = typing.get_type_hints(schema)
+    for key in cfg:
+        if key not in fields:
+            raise ConfigError(f"unknown key '{key}'{did_you_mean(str(key), fields)}: remove it or fix the name")
+    filled = OmegaConf.create(OmegaConf.to_container(cfg, resolve=True))
+    for name, field in fields.items():
+        if name not in filled:
+            if field.default is _MISSING and field.default_factory is _MISSING:
+                raise ConfigError(f"missing required key '{name}': add it to the config or pass {name}=...")
+            filled[name] = field.default if field.default is not _MISSING else field.default_factory()
+        _check_scalar(name, filled[name], hints[name])
+    return filled

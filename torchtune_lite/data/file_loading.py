@@ -1,0 +1,69 @@
+"""Reading rows from local JSON, JSONL, CSV, Parquet and text files, with errors that name the line."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+SOURCES = ("json", "csv", "parquet", "text")
+
+
+class DataFileError(ValueError):
+    pass
+
+
+def load_rows(source: str, data_files: str) -> list[dict[str, Any]]:
+    """All rows of `data_files` as dicts. `source` json reads a JSON list or JSON Lines (by content)."""
+    if source not in SOURCES:
+        raise DataFileError(f"dataset.source={source} is not supported: use one of {', '.join(SOURCES)}")
+    path = Path(data_files)
+    if not path.is_file():
+        raise FileNotFoundError(f"dataset.data_files {path} does not exist: point it at a local {source} file")
+    if source == "json":
+        rows = _load_json(path)
+    elif source == "csv":
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.DictReader(f))
+    elif source == "parquet":
+        try:
+            import pyarrow.parquet as pq
+        except ImportError:
+            raise DataFileError("reading parquet needs pyarrow: pip install pyarrow") from None
+        rows = pq.read_table(path).to_pylist()
+    else:
+        rows = [{"text": path.read_text(encoding="utf-8")}]
+    if not rows:
+        raise DataFileError(f"dataset.data_files {path} holds no rows: the data set is empty")
+    return rows
+
+
+def _load_json(path: Path) -> list[dict[str, Any]]:
+    text = path.read_text(encoding="utf-8")
+    if text.lstrip().startswith("["):
+        try:
+            rows = json.loads(text)
+        except json.JSONDecodeError as err:
+            raise DataFileError(f"{path}: malformed JSON at line {err.lineno}, column {err.colno}: {err.msg}") from None
+    else:
+        rows = []
+        for lineno, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise DataFileError(f"{path}: malformed JSON Lines at line {lineno}: {err.msg}") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+        raise DataFileError(f"{path}: expected a JSON list of objects or one object per line")
+    return rows
+
+
+def check_columns(rows: list[dict[str, Any]], required: list[str], data_files: str) -> None:
+    found = set(rows[0])
+    missing = [c for c in required if c not in found]
+    if missing:
+        raise DataFileError(
+            f"{data_files}: missing column(s) {missing} (found {sorted(found)}): rename them or set dataset.column_map"
+        )

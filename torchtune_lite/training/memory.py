@@ -1,0 +1,35 @@
+"""Peak-memory statistics: CUDA allocator figures on GPU, the process's resident set on CPU."""
+
+import resource
+import sys
+
+import psutil
+import torch
+
+_GIB = 1024**3
+
+
+def _peak_rss_bytes() -> int:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
+
+
+def get_memory_stats(device: torch.device) -> dict[str, float]:
+    """GiB figures, keys prefixed `peak_memory_` (CUDA) or `rss_` (CPU)."""
+    if device.type == "cuda":
+        return {
+            "peak_memory_active": torch.cuda.memory_stats(device).get("active_bytes.all.peak", 0) / _GIB,
+            "peak_memory_alloc": torch.cuda.max_memory_allocated(device) / _GIB,
+            "peak_memory_reserved": torch.cuda.max_memory_reserved(device) / _GIB,
+        }
+    return {"rss_peak": _peak_rss_bytes() / _GIB, "rss_current": psutil.Process().memory_info().rss / _GIB}
+
+
+def reset_peak_memory_stats(device: torch.device) -> None:
+    """CUDA only: the kernel keeps a process's peak RSS and it cannot be reset."""
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def format_memory_stats(stats: dict[str, float]) -> str:
+    return ", ".join(f"{name.replace('_', ' ')} {value:.2f} GiB" for name, value in stats.items())
