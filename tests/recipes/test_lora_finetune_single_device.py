@@ -1,0 +1,127 @@
+"""End to end through `tune run lora_finetune_single_device` on a tiny random base (CPU)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from tests.recipes.conftest import ASSETS, read_losses, run_tune, tiny_overrides
+
+
+def _run(config: str, hf_checkpoint, out, **extra):
+    return run_tune("run", "lora_finetune_single_device", "--config", config, *tiny_overrides(hf_checkpoint, out, **extra))
+
+
+@pytest.mark.parametrize("config", ["tiny/qlora", "tiny/lora"])
+def test_loss_falls_and_checkpoint_loads_in_transformers_and_peft(config, hf_checkpoint, tmp_path):
+    from peft import PeftModel
+    from transformers import LlamaForCausalLM
+
+    proc = _run(config, hf_checkpoint, tmp_path)
+    assert "Loss:" in proc.stderr  # the tqdm bar: epoch|step|Loss
+    losses = read_losses(tmp_path)
+    assert len(losses) == 8
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3 - 0.2, losses
+
+    ckpt = tmp_path / "epoch_0"
+    assert (ckpt / "recipe_state.pt").is_file()
+    assert (ckpt / "adapter" / "adapter_model.safetensors").is_file()
+    adapter_config = json.loads((ckpt / "adapter" / "adapter_config.json").read_text())
+    assert set(adapter_config["target_modules"]) >= {"q_proj", "k_proj", "v_proj", "o_proj"}
+
+    tokens = torch.randint(0, 1024, (2, 24))
+    merged = LlamaForCausalLM.from_pretrained(ckpt).eval()
+    base = LlamaForCausalLM.from_pretrained(hf_checkpoint).eval()
+    with torch.no_grad():
+        merged_logits = merged(tokens).logits
+        base_logits = base(tokens).logits
+        adapted = PeftModel.from_pretrained(base, ckpt / "adapter").eval()
+        peft_logits = adapted(tokens).logits
+    # training changed the model, and the merged checkpoint equals base + PEFT adapter
+    assert (merged_logits - base_logits).abs().max() > 1e-2
+    if config == "tiny/lora":
+        torch.testing.assert_close(peft_logits, merged_logits, atol=1e-4, rtol=1e-4)
+    else:
+        # QLoRA trains against the NF4 base; the merged checkpoint holds the dequantized base + delta, so
+        # only the adapter part is comparable through PEFT's full-precision base: the logits move the same way.
+        assert torch.nn.functional.cosine_similarity(
+            (peft_logits - base_logits).flatten(), (merged_logits - base_logits).flatten(), dim=0
+        ) > 0.9
+
+
+def _interrupted_copy(full, part, checkpoint: str, steps_done: int) -> None:
+    """`part` as a run stopped right after `checkpoint`: that checkpoint and the log lines up to it."""
+    part.mkdir()
+    shutil.copytree(full / checkpoint, part / checkpoint)
+    (part / "logs").mkdir()
+    lines = (full / "logs" / "metrics.jsonl").read_text().splitlines()[:steps_done]
+    (part / "logs" / "metrics.jsonl").write_text("\n".join(lines) + "\n")
+
+
+def test_resume_after_an_epoch_reproduces_uninterrupted_losses(hf_checkpoint, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    _run("tiny/qlora", hf_checkpoint, full, epochs=2, max_steps_per_epoch=4)
+    _interrupted_copy(full, part, "epoch_0", steps_done=4)
+    _run("tiny/qlora", hf_checkpoint, part, epochs=2, max_steps_per_epoch=4, resume_from_checkpoint=True)
+    assert read_losses(part) == pytest.approx(read_losses(full), abs=1e-6)
+    a = load_file(full / "epoch_1" / "adapter" / "adapter_model.safetensors")
+    b = load_file(part / "epoch_1" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_mid_epoch_reproduces_uninterrupted_losses(hf_checkpoint, tmp_path):
+    full, part = tmp_path / "full", tmp_path / "part"
+    _run("tiny/lora", hf_checkpoint, full, max_steps_per_epoch=6, save_every_n_steps=3)
+    assert (full / "step_3" / "recipe_state.pt").is_file()
+    _interrupted_copy(full, part, "step_3", steps_done=3)
+    _run("tiny/lora", hf_checkpoint, part, max_steps_per_epoch=6, save_every_n_steps=3, resume_from_checkpoint=True)
+    assert read_losses(part) == pytest.approx(read_losses(full), abs=1e-6)
+
+
+def test_compile_runs_on_cpu(hf_checkpoint, tmp_path):
+    _run("tiny/qlora", hf_checkpoint, tmp_path, compile=True, max_steps_per_epoch=2, dtype="bf16")
+    assert len(read_losses(tmp_path)) == 2
+
+
+def test_refuses_to_overwrite_a_previous_run(hf_checkpoint, tmp_path):
+    _run("tiny/lora", hf_checkpoint, tmp_path, max_steps_per_epoch=1)
+    proc = run_tune("run", "lora_finetune_single_device", "--config", "tiny/lora",
+                    *tiny_overrides(hf_checkpoint, tmp_path, max_steps_per_epoch=1), check=False)
+    assert proc.returncode != 0
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: output_dir")
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("dataset.data_files=/nonexistent/data.json", "does not exist"),
+        ("tokenizer.path={readme}", "not a SentencePiece model"),
+        ("checkpointer.checkpoint_dir=/nonexistent/ckpt", "checkpoint"),
+        ("compil=True", "did you mean 'compile'"),
+        ("optimizer.lrr=1", "did you mean 'lr'"),
+        ("batch_size=two", "expected int"),
+    ],
+)
+def test_bad_input_is_one_line_and_nonzero(override, message, hf_checkpoint, tmp_path):
+    override = override.format(readme=ASSETS / "corpus.txt")
+    args = tiny_overrides(hf_checkpoint, tmp_path / "out") + [override]
+    proc = run_tune("run", "lora_finetune_single_device", "--config", "tiny/qlora", *args, check=False)
+    assert proc.returncode in (1, 2), proc.stderr
+    lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+    assert lines[-1].startswith("error:") and message in lines[-1], proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (tmp_path / "out" / "epoch_0").exists()
+
+
+@pytest.mark.parametrize("content, message", [("[]", "empty"), ('{"instruction": "a", "output": "b"}\n{oops\n', "line 2")])
+def test_bad_data_file(content, message, hf_checkpoint, tmp_path):
+    data = tmp_path / "data.json"
+    data.write_text(content)
+    args = tiny_overrides(hf_checkpoint, tmp_path / "out") + [f"dataset.data_files={data}"]
+    proc = run_tune("run", "lora_finetune_single_device", "--config", "tiny/qlora", *args, check=False)
+    assert proc.returncode == 1
+    assert message in proc.stderr.strip().splitlines()[-1]
