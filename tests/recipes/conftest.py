@@ -41,6 +41,7 @@ def tiny_overrides(checkpoint_dir: Path, output_dir: Path, **extra) -> list[str]
         "output_dir": output_dir,
         "tokenizer.max_seq_len": 64,
         "batch_size": 4,
+        "epochs": 1,
         "max_steps_per_epoch": 8,
         "log_every_n_steps": 1,
         "dtype": "fp32",

@@ -15,32 +15,45 @@ class DataFileError(ValueError):
 
 
 def load_rows(source: str, data_files: str) -> list[dict[str, Any]]:
-    """All rows of `data_files` as dicts. `source` json reads a JSON list or JSON Lines (by content)."""
+    """All rows of `data_files` as dicts. `source` json reads a JSON list or JSON Lines (by content).
+    Files are read as UTF-8 with or without a byte-order mark (spreadsheet exports often start with one)."""
     if source not in SOURCES:
         raise DataFileError(f"dataset.source={source} is not supported: use one of {', '.join(SOURCES)}")
     path = Path(data_files)
     if not path.is_file():
         raise FileNotFoundError(f"dataset.data_files {path} does not exist: point it at a local {source} file")
+    try:
+        rows = _read(source, path)
+    except UnicodeDecodeError as err:
+        raise DataFileError(f"{path}: not UTF-8 text (byte {err.start}): re-save the file as UTF-8") from None
+    if not rows:
+        raise DataFileError(f"dataset.data_files {path} holds no rows: the data set is empty")
+    return rows
+
+
+def _read(source: str, path: Path) -> list[dict[str, Any]]:
     if source == "json":
         rows = _load_json(path)
     elif source == "csv":
-        with open(path, newline="", encoding="utf-8") as f:
+        with open(path, newline="", encoding="utf-8-sig") as f:
             rows = list(csv.DictReader(f))
     elif source == "parquet":
         try:
             import pyarrow.parquet as pq
         except ImportError:
             raise DataFileError("reading parquet needs pyarrow: pip install pyarrow") from None
-        rows = pq.read_table(path).to_pylist()
+        try:
+            rows = pq.read_table(path).to_pylist()
+        except (OSError, ValueError) as err:  # pyarrow.ArrowInvalid is a ValueError
+            raise DataFileError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
     else:
-        rows = [{"text": path.read_text(encoding="utf-8")}]
-    if not rows:
-        raise DataFileError(f"dataset.data_files {path} holds no rows: the data set is empty")
+        text = path.read_text(encoding="utf-8-sig")
+        rows = [{"text": text}] if text.strip() else []
     return rows
 
 
 def _load_json(path: Path) -> list[dict[str, Any]]:
-    text = path.read_text(encoding="utf-8")
+    text = path.read_text(encoding="utf-8-sig")
     if text.lstrip().startswith("["):
         try:
             rows = json.loads(text)
@@ -61,9 +74,14 @@ def _load_json(path: Path) -> list[dict[str, Any]]:
 
 
 def check_columns(rows: list[dict[str, Any]], required: list[str], data_files: str) -> None:
-    found = set(rows[0])
-    missing = [c for c in required if c not in found]
-    if missing:
-        raise DataFileError(
-            f"{data_files}: missing column(s) {missing} (found {sorted(found)}): rename them or set dataset.column_map"
-        )
+    """Every row must have the `required` columns (JSON Lines rows need not share keys)."""
+    if not rows:
+        raise DataFileError(f"dataset.data_files {data_files} holds no rows: the data set is empty")
+    for index, row in enumerate(rows):
+        missing = [c for c in required if c not in row]
+        if missing:
+            where = "" if index == 0 else f" in row {index + 1}"
+            raise DataFileError(
+                f"{data_files}: missing column(s) {missing}{where} (found {sorted(row)}): "
+                "rename them or set dataset.column_map"
+            )

@@ -19,6 +19,10 @@ def chat_dataset(
     def to_messages(row: dict) -> list[Message]:
         messages = []
         for turn in row[conversation_column]:
+            if not isinstance(turn, dict) or "content" not in turn:
+                raise DataFileError(
+                    f"{data_files}: each turn in {conversation_column} must be an object with role and content, got {turn!r}"
+                )
             role = turn.get("role")
             if role not in _ROLES:
                 raise DataFileError(f"{data_files}: unknown role {role!r} in {conversation_column}: use one of {_ROLES}")

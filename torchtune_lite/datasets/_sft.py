@@ -56,4 +56,6 @@ def remap(row: dict[str, Any], column_map: Optional[dict[str, str]]) -> dict[str
     """`column_map` maps our column names to the file's: {"instruction": "prompt"}."""
     if not column_map:
         return row
-    return {ours: row[theirs] for ours, theirs in column_map.items()} | {k: v for k, v in row.items() if k not in column_map.values()}
+    # A mapped column the file lacks is left out, so check_columns reports it with the columns found.
+    renamed = {ours: row[theirs] for ours, theirs in column_map.items() if theirs in row}
+    return {k: v for k, v in row.items() if k not in column_map.values()} | renamed  # the mapping wins

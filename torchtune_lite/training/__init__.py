@@ -1,6 +1,7 @@
 """Training mechanics shared by every recipe: checkpointing, loggers, memory, precision, schedules, the loop."""
 
 from torchtune_lite.training.activations import apply_activation_checkpointing
+# Checkpointing exports are maintained by the checkpointing owner / lead.
 from torchtune_lite.training.checkpointing import (
     FullModelHFCheckpointer,
     FullModelMetaCheckpointer,
@@ -8,7 +9,7 @@ from torchtune_lite.training.checkpointing import (
     save_recipe_state,
 )
 from torchtune_lite.training.compile import compile_loss, compile_model
-from torchtune_lite.training.data_loading import build_dataloader
+from torchtune_lite.training.data_loading import build_dataloader, epoch_batches
 from torchtune_lite.training.device import get_device
 from torchtune_lite.training.gradients import clip_grad_norm_, scale_grads
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
@@ -31,6 +32,7 @@ __all__ = [
     "clip_grad_norm_",
     "compile_loss",
     "compile_model",
+    "epoch_batches",
     "format_memory_stats",
     "get_constant_schedule_with_warmup",
     "get_cosine_schedule_with_warmup",

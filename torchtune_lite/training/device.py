@@ -1,20 +1,31 @@
 """Which device a run uses."""
 
 import os
+from typing import Union
 
 import torch
 
 
-def get_device(device: str = "auto") -> torch.device:
-    """"auto" -> the local rank's CUDA device when CUDA is available, else CPU."""
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda"):
+def get_device(device: Union[str, torch.device] = "auto") -> torch.device:
+    """The device to train on.
+
+    "auto" is the local rank's CUDA device when CUDA is available (`cuda:$LOCAL_RANK`, so each process of a
+    `torchrun` job takes its own GPU), else CPU. "cuda" means the local rank's GPU too; "cuda:N" and "cpu"
+    are taken as given. A CUDA device is also made current, so kernels and NCCL land on it.
+    """
+    name = str(device).strip().lower()
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu":
+        return torch.device("cpu")
+    if name == "cuda" or name.startswith("cuda:"):
         if not torch.cuda.is_available():
             raise ValueError(f"device={device} but CUDA is not available here: use device=cpu or device=auto")
-        if device == "cuda":
-            device = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
-        torch.cuda.set_device(device)
-    elif device != "cpu":
-        raise ValueError(f"device={device} is not supported: use auto, cpu, cuda or cuda:N")
-    return torch.device(device)
+        if name == "cuda":
+            name = f"cuda:{int(os.environ.get('LOCAL_RANK', 0))}"
+        result = torch.device(name)
+        if result.index >= torch.cuda.device_count():
+            raise ValueError(f"device={name} but only {torch.cuda.device_count()} CUDA device(s) are visible: use a lower index")
+        torch.cuda.set_device(result)
+        return result
+    raise ValueError(f"device={device} is not supported: use auto, cpu, cuda or cuda:N")

@@ -15,7 +15,13 @@ def _peak_rss_bytes() -> int:
 
 
 def get_memory_stats(device: torch.device) -> dict[str, float]:
-    """GiB figures, keys prefixed `peak_memory_` (CUDA) or `rss_` (CPU)."""
+    """Memory figures in GiB for the metric logger.
+
+    CUDA: `peak_memory_active`, `peak_memory_alloc`, `peak_memory_reserved` (the caching allocator's peaks
+    since the last `reset_peak_memory_stats`). CPU: `rss_peak` (the process's high-water resident set since
+    it started; the kernel cannot reset it) and `rss_current`.
+    """
+    device = torch.device(device)
     if device.type == "cuda":
         return {
             "peak_memory_active": torch.cuda.memory_stats(device).get("active_bytes.all.peak", 0) / _GIB,
@@ -26,10 +32,12 @@ def get_memory_stats(device: torch.device) -> dict[str, float]:
 
 
 def reset_peak_memory_stats(device: torch.device) -> None:
-    """CUDA only: the kernel keeps a process's peak RSS and it cannot be reset."""
+    """Starts a new CUDA peak (e.g. after model setup); a no-op on CPU, whose peak RSS cannot be reset."""
+    device = torch.device(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
 
 def format_memory_stats(stats: dict[str, float]) -> str:
+    """One line, e.g. `rss peak 1.23 GiB, rss current 1.01 GiB`."""
     return ", ".join(f"{name.replace('_', ' ')} {value:.2f} GiB" for name, value in stats.items())

@@ -1,8 +1,10 @@
 """Metric loggers, chosen in the config as `metric_logger._component_`.
 
-Every logger has `log(name, value, step)`, `log_dict(payload, step)`, `log_config(cfg)` and `close()`.
-Configs are redacted before they are written anywhere: values under keys that look like credentials
-(key, token, secret, password) never reach a log.
+Every logger has `log(name, value, step)`, `log_dict(payload, step)`, `log_config(cfg)` and `close()`,
+and writes only on rank 0 of a distributed job. Nothing secret is written: config values under keys that
+look like credentials (`api_key`, `hf_token`, `secret`, `password`, ...) are replaced by `<redacted>`,
+and so is any occurrence of a credential taken from the environment (`WANDB_API_KEY`, `HF_TOKEN`, ...),
+for example one interpolated into the config with `${oc.env:HF_TOKEN}`.
 """
 
 from __future__ import annotations
@@ -10,33 +12,84 @@ from __future__ import annotations
 import json
 import os
 import re
-import sys
 import time
 from pathlib import Path
 from typing import Any, Mapping, Optional
 
-from omegaconf import DictConfig, OmegaConf
+import torch
+from omegaconf import DictConfig, ListConfig, OmegaConf
 
-_SECRET_KEY = re.compile(r"(api_?key|token|secret|password|passwd|credential)", re.IGNORECASE)
 REDACTED = "<redacted>"
+_SECRET_WORDS = {"key", "pwd", "credential", "credentials"}
+# Run-together names (`apikey`, `hftoken`) end in one of these; plain `key` must be a word (not `monkey`).
+_SECRET_SUFFIXES = ("apikey", "accesskey", "secretkey", "privatekey", "authkey", "token", "secret", "password", "passwd")
+# `pad_token`, `max_tokens`-style names are vocabulary or sizes, not credentials.
+_NOT_SECRET_PREFIXES = {"pad", "bos", "eos", "unk", "sep", "cls", "mask", "special", "max", "min", "num", "n", "sort", "primary"}
 
 
-def redact(cfg: Any) -> Any:
-    """A plain-container copy of `cfg` with credential-like values replaced."""
-    if isinstance(cfg, DictConfig):
+def _words(name: str) -> list[str]:
+    spaced = re.sub(r"([a-z0-9])([A-Z])", r"\1_\2", str(name))  # camelCase -> camel_Case
+    return [w for w in re.split(r"[^A-Za-z0-9]+", spaced.lower()) if w]
+
+
+def is_secret_name(name: str) -> bool:
+    """True for names like `api_key`, `WANDB_API_KEY`, `hfToken`, `db_password`; False for `tokenizer`,
+    `max_new_tokens`, `pad_token`, `keys`."""
+    words = _words(name)
+    for i, word in enumerate(words):
+        if word in _SECRET_WORDS or word.endswith(_SECRET_SUFFIXES):
+            if i > 0 and words[i - 1] in _NOT_SECRET_PREFIXES:
+                continue
+            return True
+    return False
+
+
+def _environment_secrets() -> list[str]:
+    # Short values ("1", "true") would redact half the config; real keys and tokens are long.
+    return sorted({v for k, v in os.environ.items() if is_secret_name(k) and len(v) >= 8}, key=len, reverse=True)
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, str):
+        for secret in secrets:
+            value = value.replace(secret, REDACTED)
+    return value
+
+
+def redact(cfg: Any, _secrets: Optional[list[str]] = None) -> Any:
+    """A plain-container copy of `cfg` (resolved if an OmegaConf config) with credentials replaced."""
+    secrets = _environment_secrets() if _secrets is None else _secrets
+    if isinstance(cfg, (DictConfig, ListConfig)):
         cfg = OmegaConf.to_container(cfg, resolve=True)
     if isinstance(cfg, Mapping):
-        return {k: (REDACTED if _SECRET_KEY.search(str(k)) and v is not None else redact(v)) for k, v in cfg.items()}
-    if isinstance(cfg, list):
-        return [redact(v) for v in cfg]
-    return cfg
+        return {
+            k: REDACTED if is_secret_name(k) and v is not None else redact(v, secrets) for k, v in cfg.items()
+        }
+    if isinstance(cfg, (list, tuple)):
+        return [redact(v, secrets) for v in cfg]
+    return _scrub(cfg, secrets)
+
+
+def _is_rank_zero() -> bool:
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        return torch.distributed.get_rank() == 0
+    return int(os.environ.get("RANK", 0)) == 0
+
+
+def _plain(value: Any) -> Any:
+    """A JSON/YAML-friendly scalar: 0-dim tensors become Python numbers."""
+    if isinstance(value, torch.Tensor):
+        return value.item() if value.numel() == 1 else value.tolist()
+    return value
 
 
 class MetricLogger:
+    """Base class: `log` forwards to `log_dict`; `log_config` and `close` do nothing unless overridden."""
+
     def log(self, name: str, value: float, step: int) -> None:
         self.log_dict({name: value}, step)
 
-    def log_dict(self, payload: Mapping[str, float], step: int) -> None:
+    def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
         raise NotImplementedError
 
     def log_config(self, cfg: DictConfig) -> None:
@@ -45,36 +98,62 @@ class MetricLogger:
     def close(self) -> None:
         pass
 
+    def __enter__(self) -> "MetricLogger":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
 
 class StdoutLogger(MetricLogger):
-    def log_dict(self, payload: Mapping[str, float], step: int) -> None:
-        items = " ".join(f"{k}:{v:.4g}" if isinstance(v, float) else f"{k}:{v}" for k, v in payload.items())
+    """`Step 10 | loss:2.345 lr:0.0002` lines on stdout (rank 0 only)."""
+
+    def __init__(self) -> None:
+        self._enabled = _is_rank_zero()
+
+    def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
+        if not self._enabled:
+            return
+        items = " ".join(
+            f"{k}:{v:.4g}" if isinstance(v, float) else f"{k}:{v}" for k, v in ((k, _plain(v)) for k, v in payload.items())
+        )
         print(f"Step {step} | {items}", flush=True)
 
 
 class DiskLogger(MetricLogger):
-    """One JSON line per `log_dict` call in `log_dir/<filename>` (default `metrics.jsonl`), flushed each time."""
+    """JSON lines in `log_dir/<filename>` (default `metrics.jsonl`): one `{"step": s, "time": t, ...}` line
+    per `log_dict`, flushed at once so a crash loses nothing. The file is appended to, so a resumed run
+    continues it. `log_config` writes the resolved, redacted config to `log_dir/config.yaml`."""
 
     def __init__(self, log_dir: str, filename: Optional[str] = None) -> None:
         self.log_dir = Path(log_dir)
-        self.log_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.log_dir / (filename or "metrics.jsonl")
-        self._file = open(self.path, "a", encoding="utf-8")
+        self._file = None
+        if _is_rank_zero():
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "a", encoding="utf-8")
 
-    def log_dict(self, payload: Mapping[str, float], step: int) -> None:
-        self._file.write(json.dumps({"step": step, "time": time.time(), **payload}) + "\n")
+    def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
+        if self._file is None:
+            return
+        secrets = _environment_secrets()
+        record = {"step": int(step), "time": time.time()}
+        record.update({k: _scrub(_plain(v), secrets) for k, v in payload.items()})
+        self._file.write(json.dumps(record) + "\n")
         self._file.flush()
 
     def log_config(self, cfg: DictConfig) -> None:
-        OmegaConf.save(OmegaConf.create(redact(cfg)), self.log_dir / "config.yaml")
+        if self._file is not None:
+            OmegaConf.save(OmegaConf.create(redact(cfg)), self.log_dir / "config.yaml")
 
     def close(self) -> None:
-        if not self._file.closed:
+        if self._file is not None and not self._file.closed:
             self._file.close()
 
 
 class WandBLogger(MetricLogger):
-    """Weights & Biases; works without an account with `WANDB_MODE=offline` (sync later with `wandb sync`)."""
+    """Weights & Biases. Without an account set `WANDB_MODE=offline` (files go under `log_dir/wandb`;
+    upload later with `wandb sync`). Extra keyword arguments go to `wandb.init`. Only rank 0 logs."""
 
     def __init__(
         self,
@@ -84,20 +163,23 @@ class WandBLogger(MetricLogger):
         log_dir: Optional[str] = None,
         **kwargs: Any,
     ) -> None:
-        import wandb
+        try:
+            import wandb
+        except ImportError as err:
+            raise ImportError("WandBLogger needs the wandb package: pip install wandb") from err
 
-        self._rank_zero = int(os.environ.get("RANK", 0)) == 0
         self._run = None
-        if self._rank_zero:
+        if _is_rank_zero():
             if log_dir:
                 Path(log_dir).mkdir(parents=True, exist_ok=True)
             self._run = wandb.run or wandb.init(project=project, entity=entity, group=group, dir=log_dir, **kwargs)
+            # Plot everything against our optimizer step, not wandb's own call counter.
             self._run.define_metric("step")
             self._run.define_metric("*", step_metric="step", step_sync=True)
 
-    def log_dict(self, payload: Mapping[str, float], step: int) -> None:
+    def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
         if self._run is not None:
-            self._run.log({**payload, "step": step})
+            self._run.log({**{k: _plain(v) for k, v in payload.items()}, "step": int(step)})
 
     def log_config(self, cfg: DictConfig) -> None:
         if self._run is not None:
@@ -110,22 +192,25 @@ class WandBLogger(MetricLogger):
 
 
 class TensorBoardLogger(MetricLogger):
+    """TensorBoard event files in `log_dir` (needs the `tensorboard` package). Only rank 0 writes."""
+
     def __init__(self, log_dir: str) -> None:
         try:
             from torch.utils.tensorboard import SummaryWriter
         except ImportError as err:
             raise ImportError("TensorBoardLogger needs the tensorboard package: pip install tensorboard") from err
-        self._writer = SummaryWriter(log_dir=log_dir) if int(os.environ.get("RANK", 0)) == 0 else None
+        self._writer = SummaryWriter(log_dir=log_dir) if _is_rank_zero() else None
 
-    def log_dict(self, payload: Mapping[str, float], step: int) -> None:
+    def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
         if self._writer is not None:
             for name, value in payload.items():
-                self._writer.add_scalar(name, value, global_step=step)
+                self._writer.add_scalar(name, _plain(value), global_step=step)
 
     def log_config(self, cfg: DictConfig) -> None:
         if self._writer is not None:
-            self._writer.add_text("config", json.dumps(redact(cfg), indent=2, default=str))
+            self._writer.add_text("config", "```\n" + json.dumps(redact(cfg), indent=2, default=str) + "\n```")
 
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+            self._writer = None

@@ -1,0 +1,28 @@
+"""Tiny models shared by the training-mechanics tests."""
+
+import pytest
+import torch
+
+from torchtune_lite.models.llama2 import llama2, lora_llama2
+
+TINY = dict(vocab_size=64, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, intermediate_dim=48, max_seq_len=32)
+
+
+@pytest.fixture
+def tiny_llama() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return llama2(**TINY)
+
+
+@pytest.fixture
+def tiny_lora_llama() -> torch.nn.Module:
+    """LoRA on q/v, the MLP and the output projection, with dropout (so RNG handling matters)."""
+    torch.manual_seed(0)
+    model = lora_llama2(
+        ["q_proj", "v_proj"], apply_lora_to_mlp=True, apply_lora_to_output=True,
+        lora_rank=4, lora_alpha=8.0, lora_dropout=0.1, **TINY,
+    )
+    for name, p in model.named_parameters():
+        if "lora_b" in name:  # nonzero adapters, so their gradients and outputs are not trivially zero
+            torch.nn.init.normal_(p, std=0.1)
+    return model

@@ -1,0 +1,65 @@
+"""prepare_output_dir refuses to clobber a run; find_latest_checkpoint counts only complete checkpoints."""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+
+from torchtune_lite.training.output_dir import (
+    RECIPE_STATE_FILE,
+    OutputDirExistsError,
+    checkpoint_dirs,
+    find_latest_checkpoint,
+    prepare_output_dir,
+)
+
+
+def _checkpoint(root, name, complete=True, mtime=None):
+    path = root / name
+    path.mkdir(parents=True)
+    (path / "model.safetensors").write_bytes(b"x")
+    if complete:
+        (path / RECIPE_STATE_FILE).write_bytes(b"x")
+    if mtime is not None:
+        os.utime(path, (mtime, mtime))
+    return path
+
+
+def test_creates_missing_dir(tmp_path):
+    out = tmp_path / "a" / "b"
+    prepare_output_dir(out, resume=False, overwrite=False)
+    assert out.is_dir()
+
+
+def test_dir_without_checkpoints_is_fine(tmp_path):
+    (tmp_path / "notes.txt").write_text("hi")
+    (tmp_path / "logs").mkdir()
+    prepare_output_dir(tmp_path, resume=False, overwrite=False)
+
+
+def test_refuses_existing_run(tmp_path):
+    _checkpoint(tmp_path, "epoch_0")
+    with pytest.raises(OutputDirExistsError, match="resume_from_checkpoint") as err:
+        prepare_output_dir(tmp_path, resume=False, overwrite=False)
+    assert isinstance(err.value, FileExistsError) and "\n" not in str(err.value)
+    prepare_output_dir(tmp_path, resume=True, overwrite=False)
+    prepare_output_dir(tmp_path, resume=False, overwrite=True)
+
+
+def test_refuses_even_an_incomplete_run(tmp_path):
+    _checkpoint(tmp_path, "step_5", complete=False)
+    with pytest.raises(OutputDirExistsError):
+        prepare_output_dir(tmp_path, resume=False, overwrite=False)
+
+
+def test_latest_checkpoint_needs_recipe_state(tmp_path):
+    assert find_latest_checkpoint(tmp_path / "missing") is None
+    assert find_latest_checkpoint(tmp_path) is None
+    _checkpoint(tmp_path, "epoch_0", mtime=1_000)
+    _checkpoint(tmp_path, "step_10", mtime=2_000)
+    _checkpoint(tmp_path, "step_20", complete=False, mtime=3_000)  # interrupted while saving
+    _checkpoint(tmp_path, "best", mtime=4_000)  # not a checkpoint name
+    (tmp_path / "step_30").write_text("a file, not a dir")
+    assert find_latest_checkpoint(tmp_path) == tmp_path / "step_10"
+    assert [p.name for p in checkpoint_dirs(tmp_path)] == ["epoch_0", "step_10"]

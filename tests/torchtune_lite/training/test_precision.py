@@ -1,0 +1,36 @@
+import pytest
+import torch
+
+from torchtune_lite.training.precision import get_dtype, set_default_dtype
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize(
+    "name, dtype",
+    [("bf16", torch.bfloat16), ("fp32", torch.float32), ("BF16", torch.bfloat16), ("float32", torch.float32), (None, torch.bfloat16)],
+)
+def test_names(name, dtype):
+    assert get_dtype(name, CPU) is dtype
+
+
+@pytest.mark.parametrize("name", ["fp16", "float16", "half"])
+def test_fp16_is_refused_with_a_reason(name):
+    with pytest.raises(ValueError, match="fp16 needs loss scaling"):
+        get_dtype(name, CPU)
+
+
+def test_unknown_name():
+    with pytest.raises(ValueError, match="dtype=int8 is not a training dtype: use dtype=bf16 or dtype=fp32"):
+        get_dtype("int8", CPU)
+
+
+def test_set_default_dtype_restores_even_after_an_error():
+    before = torch.get_default_dtype()
+    with set_default_dtype(torch.bfloat16):
+        assert torch.nn.Linear(2, 2).weight.dtype == torch.bfloat16
+    assert torch.get_default_dtype() == before
+    with pytest.raises(RuntimeError):
+        with set_default_dtype(torch.bfloat16):
+            raise RuntimeError("boom")
+    assert torch.get_default_dtype() == before
