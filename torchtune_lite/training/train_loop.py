@@ -9,7 +9,6 @@ checkpoint holds, how tensors are reduced across ranks) comes in through the con
 
 from __future__ import annotations
 
-import itertools
 import signal
 import time
 from dataclasses import dataclass
@@ -19,6 +18,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from torchtune_lite.training.data_loading import epoch_batches
 from torchtune_lite.training.gradients import clip_grad_norm_, scale_grads
 from torchtune_lite.training.memory import get_memory_stats
 
@@ -133,13 +133,15 @@ class TrainLoop:
         self._signal = signum
 
     def _batches_for_epoch(self):
-        if hasattr(self.sampler, "set_epoch"):
-            self.sampler.set_epoch(self.progress.epoch)
         accum = self.settings.gradient_accumulation_steps
-        # Resuming mid-epoch: replay the sampler's order and skip what earlier steps consumed.
-        skip = self.progress.step_in_epoch * accum
-        stop = self.steps_per_epoch * accum
-        return itertools.islice(iter(self.dataloader), skip, stop)
+        # Resuming mid-epoch replays the sampler's order and skips what earlier steps consumed.
+        return epoch_batches(
+            self.dataloader,
+            self.sampler,
+            self.progress.epoch,
+            skip_batches=self.progress.step_in_epoch * accum,
+            max_batches=self.steps_per_epoch * accum,
+        )
 
     def _run_epoch(self) -> None:
         s = self.settings
