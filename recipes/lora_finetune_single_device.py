@@ -14,12 +14,7 @@ from pathlib import Path
 import torch
 
 from torchtune_lite import config
-from torchtune_lite.modules.peft import (
-    get_adapter_params,
-    get_adapter_state_dict,
-    get_merged_lora_ckpt,
-    set_trainable_params,
-)
+from torchtune_lite.modules.peft import LoRALinear, get_adapter_params, get_adapter_state_dict, set_trainable_params
 from torchtune_lite.training.finetune import FinetuneConfig, FinetuneRecipe
 from torchtune_lite.training.output_dir import RECIPE_STATE_FILE
 
@@ -46,23 +41,14 @@ class LoRAFinetuneRecipeSingleDevice(FinetuneRecipe):
         return list(self.adapter_params.values())
 
     def checkpoint_payload(self) -> dict:
-        # state_dict() turns NF4 weights back into high precision on CPU, one tensor at a time.
-        state_dict = self.model.state_dict()
-        lora = self.cfg.model
-        adapter = get_adapter_state_dict(state_dict)
-        payload = {
-            "adapter": adapter,
-            "adapter_config": {
-                "r": lora.lora_rank,
-                "lora_alpha": lora.lora_alpha,
-                "lora_dropout": lora.get("lora_dropout", 0.0),
-                # "layers.0.attn.q_proj.lora_a.weight" -> "q_proj"
-                "target_modules": sorted({key.split(".")[-3] for key in adapter}),
-            },
-        }
-        if not self.cfg.save_adapter_weights_only:
-            payload["model"] = get_merged_lora_ckpt(state_dict, rank=lora.lora_rank, alpha=lora.lora_alpha)
-        return payload
+        # Parameters as they are (NF4 weights stay NF4): the checkpointer dequantizes and merges the
+        # adapters one tensor at a time while writing, so saving never holds a high-precision model copy.
+        state = {name: param.detach() for name, param in self.model.named_parameters()}
+        lora = next(m for m in self.model.modules() if isinstance(m, LoRALinear))
+        adapter_config = {"r": lora.rank, "lora_alpha": lora.alpha, "lora_dropout": self.cfg.model.get("lora_dropout", 0.0)}
+        if self.cfg.save_adapter_weights_only:
+            return {"adapter": get_adapter_state_dict(state), "adapter_config": adapter_config}
+        return {"model": state, "adapter_config": adapter_config}
 
     def resume_checkpoint_args(self, resume_dir: Path) -> dict:
         # The frozen base comes from the original checkpoint; only the adapter and state are new.

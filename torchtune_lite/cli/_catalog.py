@@ -1,7 +1,8 @@
-"""The recipes `tune` knows by name, and the configs each one accepts."""
+"""The recipes `tune` knows by name, and the configs each one accepts. Edit this list to add a recipe."""
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -15,23 +16,43 @@ _LORA_CONFIGS = (
 @dataclass(frozen=True)
 class Recipe:
     name: str
-    file: str
+    file: str  # inside the torchtune_lite.recipes package
     configs: tuple[str, ...]
-    distributed: bool = False
 
     @property
     def path(self) -> Path:
         return Path(str(files("torchtune_lite.recipes"))) / self.file
 
+    @property
+    def installed(self) -> bool:
+        return self.path.is_file()
 
-RECIPES = (
+
+RECIPES: tuple[Recipe, ...] = (
     Recipe("lora_finetune_single_device", "lora_finetune_single_device.py", _LORA_CONFIGS),
+    Recipe("lora_finetune_distributed", "lora_finetune_distributed.py", _LORA_CONFIGS),
     Recipe("full_finetune_single_device", "full_finetune_single_device.py", ("tiny/pretrain",)),
+    Recipe("generate", "generate.py", ("generation",)),
+    Recipe("eval", "eval.py", ("eval",)),
 )
+
+DEFAULT_RECIPE = "lora_finetune_single_device"
+
+
+def installed_recipes() -> list[Recipe]:
+    """Catalog entries whose file ships in this install (a listed recipe may not be written yet)."""
+    return [r for r in RECIPES if r.installed]
 
 
 def find_recipe(name: str) -> Recipe | None:
     return next((r for r in RECIPES if r.name == name.removesuffix(".py")), None)
+
+
+def unknown_recipe_message(name: str) -> str:
+    names = [r.name for r in installed_recipes()]
+    close = difflib.get_close_matches(name, names, n=3, cutoff=0.5)
+    hint = f"close: {', '.join(close)}" if close else f"known: {', '.join(names)}"
+    return f"unknown recipe '{name}' ({hint}); pass a catalog name or a path to a .py file"
 
 
 def recipe_for_config(config_name: str) -> Recipe:
@@ -40,4 +61,4 @@ def recipe_for_config(config_name: str) -> Recipe:
     for recipe in RECIPES:
         if any(c == short or c.split("/")[-1] == short for c in recipe.configs):
             return recipe
-    return RECIPES[0]
+    return find_recipe(DEFAULT_RECIPE)

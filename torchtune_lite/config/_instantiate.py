@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import importlib
+import pkgutil
+from types import ModuleType
 from typing import Any, Callable
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -10,23 +12,46 @@ from omegaconf import DictConfig, ListConfig, OmegaConf
 from torchtune_lite.config._errors import ConfigError, did_you_mean
 
 
+def _names_in(module: ModuleType) -> list[str]:
+    """Public attributes and submodules of `module`: the candidates for a "did you mean"."""
+    names = {name for name in dir(module) if not name.startswith("_")}
+    if hasattr(module, "__path__"):
+        names |= {info.name for info in pkgutil.iter_modules(module.__path__) if not info.name.startswith("_")}
+    return sorted(names)
+
+
 def import_component(path: str, where: str = "_component_") -> Callable:
-    """`torch.optim.AdamW` -> the class. Errors name the path and suggest a close name in its module."""
-    module_name, _, attr = str(path).rpartition(".")
-    if not module_name:
+    """`torch.optim.AdamW` -> the class. Errors name the path and suggest a close name in its module.
+
+    The longest importable prefix is the module; the rest are attributes (so `pkg.mod.Class.method` works).
+    """
+    parts = str(path).split(".")
+    if len(parts) < 2 or not all(parts):
         raise ConfigError(f"{where}: '{path}' is not a dotted path such as torch.optim.AdamW")
-    try:
-        module = importlib.import_module(module_name)
-    except ModuleNotFoundError:
-        # maybe a class attribute path (pkg.mod.Class.method)
+    module, n_module = None, 0
+    for n in range(len(parts) - 1, 0, -1):
+        name = ".".join(parts[:n])
         try:
-            return getattr(import_component(module_name, where), attr)
-        except (ConfigError, AttributeError):
-            raise ConfigError(f"{where}: cannot import '{path}' (no module '{module_name}')") from None
-    if not hasattr(module, attr):
-        public = [name for name in dir(module) if not name.startswith("_")]
-        raise ConfigError(f"{where}: '{module_name}' has no '{attr}'{did_you_mean(attr, public)}")
-    return getattr(module, attr)
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as err:
+            # a module that exists but imports a missing dependency is a real failure, not a typo
+            if err.name and not (name == err.name or name.startswith(err.name + ".")):
+                raise ConfigError(f"{where}: importing '{name}' failed: {err}") from None
+            continue
+        n_module = n
+        break
+    if module is None:
+        raise ConfigError(f"{where}: cannot import '{path}' (no module '{parts[0]}')")
+    target: Any = module
+    for i in range(n_module, len(parts)):
+        if not hasattr(target, parts[i]):
+            owner = ".".join(parts[:i])
+            candidates = _names_in(target) if isinstance(target, ModuleType) else dir(target)
+            raise ConfigError(f"{where}: '{owner}' has no '{parts[i]}'{did_you_mean(parts[i], candidates)}")
+        target = getattr(target, parts[i])
+    if not callable(target):
+        raise ConfigError(f"{where}: '{path}' is not callable; name a function or class")
+    return target
 
 
 def _build(value: Any) -> Any:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import difflib
+import re
 from importlib.resources import files
 from pathlib import Path
+from typing import Any
 
 import yaml
 from omegaconf import DictConfig, OmegaConf
@@ -21,6 +23,7 @@ def _asset(relative: str) -> str:
 
 if not OmegaConf.has_resolver("asset"):
     # ${asset:tiny/tokenizer.model} -> a file shipped inside the package
+    # omegaconf renamed register_new_resolver to register_resolver (the old name now warns)
     _register = getattr(OmegaConf, "register_resolver", None) or OmegaConf.register_new_resolver
     _register("asset", _asset)
 
@@ -57,8 +60,12 @@ def resolve_config(name_or_path: str) -> Path:
 
 
 def _parse_value(text: str):
+    # OmegaConf's YAML loader, not yaml.safe_load: plain YAML 1.1 reads `1e-4` as a string, so
+    # `optimizer.lr=1e-4` would reach the optimizer as text.
+    if text == "":
+        return ""
     try:
-        return yaml.safe_load(text) if text != "" else ""
+        return OmegaConf.to_container(OmegaConf.from_dotlist([f"value={text}"]), resolve=False)["value"]
     except yaml.YAMLError:
         return text
 
@@ -78,7 +85,7 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
         if not sep or not key or any(c.isspace() for c in key):
             raise ConfigError(f"bad override '{token}': use key=value, a.b=value or ~key")
         value = _parse_value(raw)
-        current = OmegaConf.select(cfg, key, default=None)
+        current = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
         if isinstance(current, DictConfig) and "_component_" in current and isinstance(value, str):
             current["_component_"] = value
             continue

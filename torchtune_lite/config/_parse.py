@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
 import functools
 import os
 import sys
@@ -17,17 +17,37 @@ from torchtune_lite.config._validate import validate
 USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError, PermissionError)
 
 
+_RECIPE_USAGE = "usage: <recipe> --config <name|path> [key=value ...]"
+
+
 def parse_recipe_args(argv: list[str]) -> tuple[str, list[str]]:
-    parser = argparse.ArgumentParser(add_help=True)
-    parser.add_argument("--config", required=True, help="config name (7B_qlora, llama2/7B_qlora) or YAML path")
-    args, overrides = parser.parse_known_args(argv)
-    for token in overrides:
-        if token.startswith("--"):
+    """`--config NAME a.b=1 ~c` -> ("NAME", ["a.b=1", "~c"]). Parsed by hand so every mistake is one line."""
+    config_name, overrides = None, []
+    i = 0
+    while i < len(argv):
+        token = argv[i]
+        if token in ("-h", "--help"):
+            print(_RECIPE_USAGE)
+            sys.exit(0)
+        if token == "--config":
+            if i + 1 >= len(argv) or argv[i + 1].startswith("--"):
+                raise ConfigError("--config needs a value: --config <name|path>")
+            config_name, i = argv[i + 1], i + 2
+            continue
+        if token.startswith("--config="):
+            config_name = token.partition("=")[2]
+        elif token.startswith("--"):
             raise ConfigError(f"unknown option '{token}': overrides are key=value, without dashes")
-    return args.config, overrides
+        else:
+            overrides.append(token)
+        i += 1
+    if not config_name:
+        raise ConfigError("missing --config: pass --config <name|path> (see `tune ls`)")
+    return config_name, overrides
 
 
 def run_reporting_errors(fn: Callable[[], None]) -> None:
+    """Runs `fn`; a user error becomes one `error:` line on stderr and exit 2 (config) or 1 (other)."""
     try:
         fn()
     except USER_ERRORS as err:
@@ -41,6 +61,9 @@ def run_reporting_errors(fn: Callable[[], None]) -> None:
 def parse(schema: type) -> Callable:
     """Decorates `recipe_main(cfg)`: loads the config from sys.argv, validates it against `schema`, runs."""
 
+    if not dataclasses.is_dataclass(schema):
+        raise TypeError(f"config.parse: schema must be a dataclass type, got {schema!r}")
+
     def decorator(recipe_main: Callable) -> Callable:
         @functools.wraps(recipe_main)
         def wrapper() -> None:
@@ -51,6 +74,7 @@ def parse(schema: type) -> Callable:
 
             run_reporting_errors(run)
 
+        wrapper.config_schema = schema  # `tune validate` reads it to check a config without running
         return wrapper
 
     return decorator

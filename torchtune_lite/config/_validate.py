@@ -9,7 +9,12 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
-from typing import Any, NewType, Union
+from typing import Any, Literal, NewType, Union
+
+try:  # `int | None` annotations (Python 3.10+)
+    from types import UnionType
+except ImportError:  # pragma: no cover
+    UnionType = None
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
@@ -26,26 +31,51 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp).replace("typing.", ""))
 
 
-def _check_scalar(key: str, value: Any, tp: Any) -> None:
+def _check_value(key: str, value: Any, tp: Any) -> None:
+    """Raises ConfigError if `value` does not fit the type hint `tp` (scalars, Optional, Union, Literal,
+    list/tuple/dict of those, Component)."""
     origin = typing.get_origin(tp)
-    if origin is Union:
+    if tp is Any:
+        return
+    if tp is Component:
+        _check_component(key, value)
+        return
+    if origin is Union or (UnionType is not None and origin is UnionType):
         options = typing.get_args(tp)
         if value is None and type(None) in options:
             return
         errors = []
         for option in (o for o in options if o is not type(None)):
             try:
-                _check_scalar(key, value, option)
+                _check_value(key, value, option)
                 return
             except ConfigError as err:
                 errors.append(err)
         raise errors[0]
-    if tp is Component:
-        _check_component(key, value)
+    if origin is Literal:
+        choices = typing.get_args(tp)
+        if value not in choices:
+            raise ConfigError(f"{key}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
         return
-    if origin in (list, tuple):
-        if not isinstance(value, (list, ListConfig)):
+    if origin in (list, tuple) or tp in (list, tuple):
+        if not isinstance(value, (list, tuple, ListConfig)):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
+        args = typing.get_args(tp)
+        if origin is tuple and args and args[-1] is not Ellipsis:  # fixed-length tuple[int, str]
+            if len(value) != len(args):
+                raise ConfigError(f"{key}: expected a list of {len(args)} items, got {value!r}")
+            item_types = list(args)
+        else:  # list[int], tuple[int, ...]
+            item_types = [args[0] if args else Any] * len(value)
+        for i, (item, item_type) in enumerate(zip(value, item_types)):
+            _check_value(f"{key}[{i}]", item, item_type)
+        return
+    if origin is dict or tp is dict:
+        if not isinstance(value, (dict, DictConfig)):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        args = typing.get_args(tp)
+        for k, item in (value.items() if args else ()):
+            _check_value(f"{key}.{k}", item, args[1])
         return
     ok = {
         bool: lambda v: isinstance(v, bool),
@@ -84,8 +114,12 @@ def _check_component(key: str, node: Any) -> None:
 
 
 def _check_nested(key: str, value: Any) -> None:
+    """Components can sit anywhere inside a component's arguments: directly, in lists, or in mappings."""
     if isinstance(value, DictConfig) and "_component_" in value:
         _check_component(key, value)
+    elif isinstance(value, DictConfig):
+        for k, item in value.items():
+            _check_nested(f"{key}.{k}", item)
     elif isinstance(value, ListConfig):
         for i, item in enumerate(value):
             _check_nested(f"{key}[{i}]", item)
@@ -94,6 +128,8 @@ def _check_nested(key: str, value: Any) -> None:
 def validate(cfg: DictConfig, schema: type) -> DictConfig:
     """Raises ConfigError for unknown, missing or mistyped keys and bad components; returns `cfg` with
     the schema's defaults filled in for keys it omits."""
+    if not dataclasses.is_dataclass(schema):
+        raise TypeError(f"validate: schema must be a dataclass type, got {schema!r}")
     fields = {f.name: f for f in dataclasses.fields(schema)}
     hints = typing.get_type_hints(schema)
     for key in cfg:
@@ -105,5 +141,5 @@ def validate(cfg: DictConfig, schema: type) -> DictConfig:
             if field.default is _MISSING and field.default_factory is _MISSING:
                 raise ConfigError(f"missing required key '{name}': add it to the config or pass {name}=...")
             filled[name] = field.default if field.default is not _MISSING else field.default_factory()
-        _check_scalar(name, filled[name], hints[name])
+        _check_value(name, filled[name], hints[name])
     return filled

@@ -1,4 +1,4 @@
-"""Messages, prompt templates, file loading, collate and packing."""
+"""Messages, prompt templates, file loading, splits, collate and packing."""
 
 from torchtune_lite.data.collate import (
     CROSS_ENTROPY_IGNORE_IDX,
@@ -9,16 +9,27 @@ from torchtune_lite.data.collate import (
 from torchtune_lite.data.file_loading import DataFileError, load_rows
 from torchtune_lite.data.messages import Message
 from torchtune_lite.data.packing import PackedDataset
-from torchtune_lite.data.prompt_templates import format_alpaca_prompt
+from torchtune_lite.data.prompt_templates import (
+    PROMPT_TEMPLATES,
+    PromptTemplate,
+    format_alpaca_prompt,
+    llama2_chat_template,
+)
+from torchtune_lite.data.splits import SplitError, select_split
 
 __all__ = [
     "CROSS_ENTROPY_IGNORE_IDX",
     "DataFileError",
     "Message",
+    "PROMPT_TEMPLATES",
     "PackedDataset",
+    "PromptTemplate",
+    "SplitError",
     "block_causal_mask",
     "format_alpaca_prompt",
+    "llama2_chat_template",
     "load_rows",
     "padded_collate_packed",
     "padded_collate_sft",
+    "select_split",
 ]

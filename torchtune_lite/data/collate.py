@@ -10,7 +10,16 @@ CROSS_ENTROPY_IGNORE_IDX = -100
 def padded_collate_sft(
     batch: list[dict], padding_idx: int = 0, ignore_idx: int = CROSS_ENTROPY_IGNORE_IDX, pad_to_multiple_of: int = 1
 ) -> dict[str, torch.Tensor]:
-    """`[{"tokens": [...], "labels": [...]}]` -> `tokens`, `labels`: LongTensor[b, s], right-padded to the longest."""
+    """`[{"tokens": [...], "labels": [...]}]` -> `tokens`, `labels`: LongTensor[b, s], right-padded to the
+    longest sample (rounded up to `pad_to_multiple_of`, which some kernels run faster on)."""
+    if not batch:
+        raise ValueError("padded_collate_sft got an empty batch: check the data set is not empty")
+    for i, sample in enumerate(batch):
+        if len(sample["tokens"]) != len(sample["labels"]):
+            raise ValueError(
+                f"sample {i} of the batch has {len(sample['tokens'])} tokens but {len(sample['labels'])} labels: "
+                "a data set must give one label per token"
+            )
     longest = max(len(sample["tokens"]) for sample in batch)
     longest = -(-longest // pad_to_multiple_of) * pad_to_multiple_of
     tokens = torch.full((len(batch), longest), padding_idx, dtype=torch.long)

@@ -4,6 +4,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Role = Literal["system", "user", "assistant"]
+ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
@@ -11,3 +12,9 @@ class Message:
     role: Role
     content: str
     masked: bool = False  # True: the tokens are context, not trained on
+
+    def __post_init__(self) -> None:
+        if self.role not in ROLES:
+            raise ValueError(f"Message role {self.role!r} is not one of {ROLES}: map it to one of them")
+        if not isinstance(self.content, str):
+            raise ValueError(f"Message content must be text, got {type(self.content).__name__}: convert it with str()")

@@ -2,30 +2,46 @@
 
 from __future__ import annotations
 
-from torchtune_lite.data import Message, load_rows
-from torchtune_lite.data.file_loading import DataFileError, check_columns
-from torchtune_lite.datasets._sft import SFTDataset, maybe_pack
+from typing import Optional, Union
 
-_ROLES = ("system", "user", "assistant")
+from torchtune_lite.data import Message, PackedDataset
+from torchtune_lite.data.file_loading import DataFileError
+from torchtune_lite.data.messages import ROLES
+from torchtune_lite.datasets._sft import SFTDataset, maybe_pack, read_rows
 
 
 def chat_dataset(
-    tokenizer, *, source: str = "json", data_files: str, conversation_column: str = "messages", train_on_input: bool = False, packed: bool = False
-):
-    """Only assistant turns are trained on unless `train_on_input`."""
-    rows = load_rows(source, data_files)
-    check_columns(rows, [conversation_column], data_files)
+    tokenizer,
+    *,
+    source: str = "json",
+    data_files: str,
+    split: str = "train",
+    conversation_column: str = "messages",
+    train_on_input: bool = False,
+    new_system_prompt: Optional[str] = None,
+    packed: bool = False,
+) -> Union[SFTDataset, PackedDataset]:
+    """Only assistant turns are trained on unless `train_on_input`. `new_system_prompt` replaces the
+    conversation's own system messages and is never trained on; `split` slices the file (`"train[:90%]"`)."""
+    rows = read_rows(source, data_files, split, [conversation_column])
 
     def to_messages(row: dict) -> list[Message]:
-        messages = []
-        for turn in row[conversation_column]:
+        turns = row[conversation_column]
+        if not isinstance(turns, list):
+            raise DataFileError(
+                f"{data_files}: {conversation_column} must be a list of {{role, content}} objects, got {type(turns).__name__}"
+            )
+        messages = [Message("system", new_system_prompt, masked=True)] if new_system_prompt else []
+        for turn in turns:
             if not isinstance(turn, dict) or "content" not in turn:
                 raise DataFileError(
                     f"{data_files}: each turn in {conversation_column} must be an object with role and content, got {turn!r}"
                 )
             role = turn.get("role")
-            if role not in _ROLES:
-                raise DataFileError(f"{data_files}: unknown role {role!r} in {conversation_column}: use one of {_ROLES}")
+            if role not in ROLES:
+                raise DataFileError(f"{data_files}: unknown role {role!r} in {conversation_column}: use one of {ROLES}")
+            if role == "system" and new_system_prompt:
+                continue
             messages.append(Message(role, str(turn["content"]), masked=role != "assistant" and not train_on_input))
         return messages
 

@@ -7,7 +7,9 @@ from typing import Any, Callable, Optional, Sequence, Union
 
 from torch.utils.data import Dataset
 
-from torchtune_lite.data import CROSS_ENTROPY_IGNORE_IDX, Message, PackedDataset
+from torchtune_lite.data import CROSS_ENTROPY_IGNORE_IDX, Message, PackedDataset, load_rows
+from torchtune_lite.data.file_loading import check_columns
+from torchtune_lite.data.splits import select_split
 
 
 class SFTDataset(Dataset):
@@ -23,7 +25,7 @@ class SFTDataset(Dataset):
             messages = to_messages(row)
             tokens, mask = tokenizer.tokenize_messages(messages, truncate=False)
             if limit is not None and len(tokens) > limit:
-                tokens, mask = tokens[:limit], mask[:limit]
+                tokens, mask = tokenizer.truncate(tokens, mask)
                 truncated += 1
             labels = [CROSS_ENTROPY_IGNORE_IDX if m else t for t, m in zip(tokens, mask)]
             if len(tokens) < 2 or all(label == CROSS_ENTROPY_IGNORE_IDX for label in labels[1:]):
@@ -42,6 +44,15 @@ class SFTDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, list[int]]:
         return self.samples[index]
+
+
+def read_rows(
+    source: str, data_files: str, split: str, required: list[str], column_map: Optional[dict[str, str]] = None
+) -> list[dict[str, Any]]:
+    """The rows of `split` of one local file, with `column_map` applied and the `required` columns checked."""
+    rows = [remap(row, column_map) for row in select_split(load_rows(source, data_files), split)]
+    check_columns(rows, required, data_files)
+    return rows
 
 
 def maybe_pack(ds: SFTDataset, tokenizer, packed: bool) -> Union[SFTDataset, PackedDataset]:

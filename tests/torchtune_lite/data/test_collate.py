@@ -46,3 +46,10 @@ def test_block_causal_mask(seq_lens):
     mask = block_causal_mask(seq_lens)
     assert mask.dtype == torch.bool
     assert torch.equal(mask, _reference_mask(seq_lens))
+
+
+def test_length_mismatch_and_empty_batch():
+    with pytest.raises(ValueError, match="sample 1 of the batch has 2 tokens but 3 labels"):
+        padded_collate_sft([{"tokens": [1], "labels": [1]}, {"tokens": [1, 2], "labels": [1, 2, 3]}])
+    with pytest.raises(ValueError, match="empty batch"):
+        padded_collate_sft([])

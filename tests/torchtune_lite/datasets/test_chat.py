@@ -76,3 +76,39 @@ def test_missing_conversation_column(tokenizer, write_json):
 def test_packed(make_tokenizer, write_json):
     ds = chat_dataset(make_tokenizer(64), data_files=write_json("c.json", [{"messages": CONVERSATION}] * 3), packed=True)
     assert isinstance(ds, PackedDataset) and all(len(r["tokens"]) == 64 for r in ds)
+
+
+def test_new_system_prompt_replaces_the_conversations_own(tokenizer, write_json):
+    path = write_json("c.json", [{"messages": CONVERSATION}])
+    for train_on_input in (False, True):
+        ds = chat_dataset(tokenizer, data_files=path, new_system_prompt="Be terse.", train_on_input=train_on_input)
+        system = tokenizer.encode("Be terse.", add_bos=True, add_eos=False)
+        rest = [tokenizer.encode(t["content"], add_bos=False, add_eos=t["role"] == "assistant") for t in CONVERSATION[1:]]
+        assert ds[0]["tokens"] == system + [t for ids in rest for t in ids]
+        assert ds[0]["labels"][: len(system)] == [IGN] * len(system)
+        assert "pirate" not in tokenizer.decode(ds[0]["tokens"])
+
+
+def test_split(tokenizer, write_json):
+    rows = [{"messages": CONVERSATION[:3]}, {"messages": CONVERSATION}, {"messages": CONVERSATION[:3]}, {"messages": CONVERSATION}]
+    path = write_json("c.json", rows)
+    assert [len(s["tokens"]) for s in chat_dataset(tokenizer, data_files=path, split="train[50%:]")] == [
+        len(s["tokens"]) for s in chat_dataset(tokenizer, data_files=path)
+    ][2:]
+
+
+def test_conversation_not_a_list(tokenizer, write_json):
+    with pytest.raises(DataFileError, match="must be a list of"):
+        chat_dataset(tokenizer, data_files=write_json("c.json", [{"messages": "hello"}]))
+
+
+def test_llama2_chat_template_through_the_tokenizer(tokenizer, write_json):
+    from torchtune_lite.models.llama2 import Llama2Tokenizer
+
+    chat_tok = Llama2Tokenizer(tokenizer.path, prompt_template="llama2_chat")
+    ds = chat_dataset(chat_tok, data_files=write_json("c.json", [{"messages": CONVERSATION[:3]}]))
+    first = "[INST] <<SYS>>\nYou are a pirate.\n<</SYS>>\n\nWhere does the crab live? [/INST]"
+    prompt = tokenizer.encode(first, add_bos=True, add_eos=False)
+    answer = tokenizer.encode("In the sea, matey!", add_bos=False, add_eos=True)
+    assert ds[0]["tokens"] == prompt + answer
+    assert ds[0]["labels"] == [IGN] * len(prompt) + answer

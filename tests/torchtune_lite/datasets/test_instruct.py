@@ -182,3 +182,51 @@ def test_bundled_instruct_data_builds(make_tokenizer, assets):
     first = ds[0]
     assert tokenizer.decode([t for t, label in zip(first["tokens"], first["labels"]) if label != IGN]) == rows[0]["output"]
     assert tokenizer.sp.unk_id() not in first["tokens"]
+
+
+def test_split_train_and_validation_from_one_file(tokenizer, write_json):
+    rows = [{"instruction": f"Name fish number {i}.", "input": "", "output": f"Fish {i}, matey!"} for i in range(10)]
+    path = write_json("d.json", rows)
+    train = instruct_dataset(tokenizer, data_files=path, split="train[:80%]")
+    val = instruct_dataset(tokenizer, data_files=path, split="train[80%:]")
+    everything = instruct_dataset(tokenizer, data_files=path)
+    assert (len(train), len(val)) == (8, 2)
+    assert [s["tokens"] for s in train] + [s["tokens"] for s in val] == [s["tokens"] for s in everything]
+    assert val[0]["tokens"] == _expected(tokenizer, rows[8])[0]
+    assert alpaca_dataset(tokenizer, data_files=path, split="train[:3]")[2]["tokens"] == everything[2]["tokens"]
+
+
+def test_bad_split(tokenizer, write_json):
+    with pytest.raises(ValueError, match="dataset.split='validation' is not understood"):
+        instruct_dataset(tokenizer, data_files=write_json("d.json", ROWS), split="validation")
+
+
+def test_new_system_prompt_is_prepended_and_masked(tokenizer, write_json):
+    path = write_json("d.json", ROWS)
+    for train_on_input in (False, True):
+        ds = instruct_dataset(tokenizer, data_files=path, new_system_prompt="Talk like a pirate.", train_on_input=train_on_input)
+        system = tokenizer.encode("Talk like a pirate.", add_bos=True, add_eos=False)
+        tokens, n_prompt = _expected(tokenizer, ROWS[1])
+        assert ds[1]["tokens"] == system + tokens[1:]  # one BOS, before the system prompt
+        prompt_labels = [IGN] * (n_prompt - 1) if not train_on_input else tokens[1:n_prompt]
+        assert ds[1]["labels"] == [IGN] * len(system) + prompt_labels + tokens[n_prompt:]
+
+
+def test_truncated_sample_ends_in_masked_eos(make_tokenizer, write_json):
+    tokenizer = make_tokenizer(40)
+    rows = [{"instruction": "Hi", "input": "", "output": "word " * 100}]
+    with pytest.warns(UserWarning, match="1 of 1 samples .* truncated"):
+        ds = instruct_dataset(tokenizer, data_files=write_json("d.json", rows))
+    tokens, labels = ds[0]["tokens"], ds[0]["labels"]
+    assert len(tokens) == 40 and tokens[-1] == tokenizer.eos_id and labels[-1] == IGN
+    full, n_prompt = _expected(tokenizer, rows[0])
+    assert tokens[:-1] == full[:39] and labels[n_prompt:-1] == full[n_prompt:39]
+
+
+def test_bundled_validation_file_is_held_out(make_tokenizer, assets):
+    tokenizer = make_tokenizer(256)
+    train = json.loads((assets / "instruct_train.json").read_text())
+    val_rows = json.loads((assets / "instruct_val.json").read_text())
+    ds = alpaca_dataset(tokenizer, data_files=str(assets / "instruct_val.json"), train_on_input=False)
+    assert len(ds) == len(val_rows) >= 50
+    assert not {r["instruction"] for r in train} & {r["instruction"] for r in val_rows}

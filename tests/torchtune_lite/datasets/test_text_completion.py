@@ -58,3 +58,12 @@ def test_packed_bundled_corpus_excerpt(make_tokenizer, assets, tmp_path):
         assert len(row["tokens"]) == 64 and sum(row["seq_lens"]) == 64
         starts = [sum(row["seq_lens"][:i]) for i in range(len(row["seq_lens"]))]
         assert all(row["input_pos"][s] == 0 for s in starts)
+
+
+def test_split_counts_paragraphs(tokenizer, tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text(TEXT)
+    head = text_completion_dataset(tokenizer, data_files=str(path), split="train[:2]")
+    tail = text_completion_dataset(tokenizer, data_files=str(path), split="train[2:]")
+    assert (len(head), len(tail)) == (2, 1)
+    assert tail[0]["tokens"] == tokenizer.encode("The end.")

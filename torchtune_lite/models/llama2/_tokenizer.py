@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import sentencepiece as spm
 
 from torchtune_lite.data.messages import Message
+from torchtune_lite.data.prompt_templates import PROMPT_TEMPLATES, PromptTemplate
 
 
 class Llama2Tokenizer:
     """Wraps a SentencePiece `.model`. Token ids are the model's; `pad_id` is 0 when the model has none
-    (Llama's has none, and 0 is its `<unk>`, which training never predicts because padding is masked)."""
+    (Llama's has none, and 0 is its `<unk>`, which training never predicts because padding is masked).
 
-    def __init__(self, path: str, max_seq_len: Optional[int] = None) -> None:
+    `prompt_template` (a function messages -> messages, or a name in `PROMPT_TEMPLATES` such as
+    `"llama2_chat"`) rewrites messages in `tokenize_messages` before they are encoded.
+    """
+
+    def __init__(
+        self, path: str, max_seq_len: Optional[int] = None, prompt_template: Union[PromptTemplate, str, None] = None
+    ) -> None:
         if not Path(path).is_file():
             raise FileNotFoundError(f"tokenizer.path {path} does not exist: point it at a SentencePiece tokenizer.model")
         self.path = str(path)
@@ -22,8 +29,20 @@ class Llama2Tokenizer:
         try:
             self.sp.Load(self.path)
         except (OSError, RuntimeError) as err:
-            raise ValueError(f"tokenizer.path {path} is not a SentencePiece model ({err}): use the checkpoint's tokenizer.model") from None
+            reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+            raise ValueError(
+                f"tokenizer.path {path} is not a SentencePiece model ({reason}): use the checkpoint's tokenizer.model"
+            ) from None
+        if max_seq_len is not None and max_seq_len < 2:
+            raise ValueError(f"tokenizer.max_seq_len={max_seq_len} is too short: use at least 2 (or null for no limit)")
         self.max_seq_len = max_seq_len
+        if isinstance(prompt_template, str):
+            if prompt_template not in PROMPT_TEMPLATES:
+                raise ValueError(
+                    f"tokenizer.prompt_template={prompt_template!r} is unknown: use one of {sorted(PROMPT_TEMPLATES)} or null"
+                )
+            prompt_template = PROMPT_TEMPLATES[prompt_template]
+        self.prompt_template = prompt_template
 
     @property
     def vocab_size(self) -> int:
@@ -42,6 +61,7 @@ class Llama2Tokenizer:
         return max(self.sp.pad_id(), 0)
 
     def encode(self, text: str, add_bos: bool = True, add_eos: bool = True) -> list[int]:
+        """Never truncates: `max_seq_len` applies to whole samples (`tokenize_messages`, `truncate`)."""
         ids = self.sp.EncodeAsIds(text)
         return ([self.bos_id] if add_bos else []) + ids + ([self.eos_id] if add_eos else [])
 
@@ -49,18 +69,36 @@ class Llama2Tokenizer:
         return self.sp.DecodeIds(list(ids))
 
     def tokenize_messages(self, messages: Sequence[Message], *, truncate: bool = True) -> tuple[list[int], list[bool]]:
-        """Concatenates messages: BOS before the first, EOS after each assistant turn. Returns tokens and a
-        mask (True = not trained on) taken from each message's `masked`; cut to `max_seq_len` if `truncate`."""
+        """Concatenates messages (after the prompt template, if any): BOS before the first, EOS after each
+        assistant turn. Returns tokens and a mask (True = not trained on) taken from each message's
+        `masked`; cut to `max_seq_len` by `self.truncate` if `truncate`."""
+        if self.prompt_template is not None:
+            messages = self.prompt_template(messages)
         tokens: list[int] = []
         mask: list[bool] = []
         for i, message in enumerate(messages):
             ids = self.encode(message.content, add_bos=i == 0, add_eos=message.role == "assistant")
             tokens += ids
             mask += [message.masked] * len(ids)
-        if truncate and self.max_seq_len is not None and len(tokens) > self.max_seq_len:
-            tokens, mask = tokens[: self.max_seq_len], mask[: self.max_seq_len]
+        if truncate:
+            tokens, mask = self.truncate(tokens, mask)
+        return tokens, mask
+
+    def truncate(self, tokens: list[int], mask: list[bool]) -> tuple[list[int], list[bool]]:
+        """Cuts a sample to `max_seq_len`. A sample that ended in EOS still does, so it stays a well-formed
+        sequence (and packed samples stay visibly separated), but that EOS is masked: the model must not
+        learn to stop where the text was merely cut."""
+        if self.max_seq_len is None or len(tokens) <= self.max_seq_len:
+            return tokens, mask
+        ended_with_eos = tokens[-1] == self.eos_id
+        tokens, mask = tokens[: self.max_seq_len], mask[: self.max_seq_len]
+        if ended_with_eos:
+            tokens[-1], mask[-1] = self.eos_id, True
         return tokens, mask
 
 
-def llama2_tokenizer(path: str, max_seq_len: Optional[int] = None) -> Llama2Tokenizer:
-    return Llama2Tokenizer(path, max_seq_len=max_seq_len)
+def llama2_tokenizer(
+    path: str, max_seq_len: Optional[int] = None, prompt_template: Union[PromptTemplate, str, None] = None
+) -> Llama2Tokenizer:
+    """The tokenizer of a Llama-2 checkpoint (`tokenizer.model`), for configs."""
+    return Llama2Tokenizer(path, max_seq_len=max_seq_len, prompt_template=prompt_template)

@@ -109,11 +109,58 @@ def test_truncation(tok):
     full, full_mask = tok.tokenize_messages(messages)
     short = Llama2Tokenizer(str(BUNDLED), max_seq_len=5)
     tokens, mask = short.tokenize_messages(messages)
-    assert tokens == full[:5] and mask == full_mask[:5]
+    # cut to 5, and the sample still ends in EOS (it did before the cut), but that EOS is not trained on
+    assert tokens == full[:4] + [tok.eos_id] and mask == full_mask[:4] + [True]
     untruncated, _ = short.tokenize_messages(messages, truncate=False)
     assert untruncated == full
     # encode itself never truncates
     assert len(short.encode("one two three four five six seven")) > 5
+
+
+def test_truncation_without_eos_keeps_the_prefix(tok):
+    messages = [Message("user", "one two three four five six seven", True)]  # no assistant turn: no EOS
+    full, full_mask = tok.tokenize_messages(messages)
+    tokens, mask = Llama2Tokenizer(str(BUNDLED), max_seq_len=4).tokenize_messages(messages)
+    assert tokens == full[:4] and mask == full_mask[:4] and tok.eos_id not in tokens
+
+
+def test_short_sample_is_untouched_by_truncate(tok):
+    short = Llama2Tokenizer(str(BUNDLED), max_seq_len=64)
+    tokens = short.encode("a fish")
+    assert short.truncate(tokens, [False] * len(tokens)) == (tokens, [False] * len(tokens))
+
+
+def test_max_seq_len_too_short():
+    with pytest.raises(ValueError, match="max_seq_len=1 is too short"):
+        Llama2Tokenizer(str(BUNDLED), max_seq_len=1)
+
+
+def test_llama2_chat_prompt_template(tok):
+    chat = Llama2Tokenizer(str(BUNDLED), prompt_template="llama2_chat")
+    messages = [
+        Message("system", "Be a pirate.", masked=True),
+        Message("user", "Where does the crab live?", masked=True),
+        Message("assistant", "In the sea, matey!"),
+        Message("user", "And the hen?", masked=True),
+        Message("assistant", "On the farm!"),
+    ]
+    tokens, mask = chat.tokenize_messages(messages)
+    first_user = "[INST] <<SYS>>\nBe a pirate.\n<</SYS>>\n\nWhere does the crab live? [/INST]"
+    pieces = [
+        (tok.encode(first_user, add_bos=True, add_eos=False), True),
+        (tok.encode("In the sea, matey!", add_bos=False, add_eos=True), False),
+        (tok.encode("[INST] And the hen? [/INST]", add_bos=False, add_eos=False), True),
+        (tok.encode("On the farm!", add_bos=False, add_eos=True), False),
+    ]
+    assert tokens == [t for ids, _ in pieces for t in ids]
+    assert mask == [m for ids, m in pieces for _ in ids]
+    # a callable works the same as the name
+    assert Llama2Tokenizer(str(BUNDLED), prompt_template=chat.prompt_template).tokenize_messages(messages) == (tokens, mask)
+
+
+def test_unknown_prompt_template():
+    with pytest.raises(ValueError, match="prompt_template='chatml' is unknown.*llama2_chat"):
+        Llama2Tokenizer(str(BUNDLED), prompt_template="chatml")
 
 
 def test_not_a_sentencepiece_file(tmp_path):

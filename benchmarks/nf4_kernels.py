@@ -1,0 +1,73 @@
+"""NF4 quantize/dequantize (ours vs torchao) on Llama-2-7B weight shapes, and linear_nf4 vs bf16 F.linear.
+
+Run by hand:  python benchmarks/nf4_kernels.py --repeat 1
+Prints ns/element, speedup, and whether our fields/values are bit-identical to torchao's.
+"""
+
+import argparse
+import time
+
+import torch
+import torch.nn.functional as F
+
+from torchtune_lite._torchao import to_nf4
+from torchtune_lite.modules.peft.nf4 import dequantize_nf4, linear_nf4, quantize_nf4
+
+SHAPES = ((4096, 4096), (4096, 11008), (11008, 4096))
+FIELDS = ("quantized_data", "quantized_scalers", "quantization_factor", "scaler_mean")
+
+
+def _time(fn, repeat: int) -> float:
+    best = float("inf")
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def bench_kernels(repeat: int) -> None:
+    print(f"{'shape':>14} {'op':>10} {'torchao ns/el':>14} {'ours ns/el':>11} {'speedup':>8} {'bit-identical':>14}")
+    for shape in SHAPES:
+        w = (torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 0.02).to(torch.bfloat16)
+        numel = w.numel()
+        ref = to_nf4(w)
+        ours = quantize_nf4(w)
+        t_ref = _time(lambda: to_nf4(w), repeat)
+        t_ours = _time(lambda: quantize_nf4(w), repeat)
+        same = all(torch.equal(getattr(ref, f), getattr(ours, f)) for f in FIELDS)
+        print(f"{str(shape):>14} {'quantize':>10} {t_ref / numel * 1e9:14.2f} {t_ours / numel * 1e9:11.2f} {t_ref / t_ours:7.1f}x {str(same):>14}")
+        t_ref = _time(lambda: ref.get_original_weight(), repeat)
+        t_ours = _time(lambda: dequantize_nf4(ref), repeat)
+        same = torch.equal(ref.get_original_weight(), dequantize_nf4(ref))
+        print(f"{str(shape):>14} {'dequantize':>10} {t_ref / numel * 1e9:14.2f} {t_ours / numel * 1e9:11.2f} {t_ref / t_ours:7.1f}x {str(same):>14}")
+
+
+def bench_linear(repeat: int, tokens: int) -> None:
+    out_dim, in_dim = 4096, 4096
+    w = (torch.randn(out_dim, in_dim) * 0.02).to(torch.bfloat16)
+    w_nf4 = quantize_nf4(w)
+    x = torch.randn(tokens, in_dim, dtype=torch.bfloat16, requires_grad=True)
+
+    def run(fn):
+        x.grad = None
+        fn(x).sum().backward()
+
+    t_dense = _time(lambda: run(lambda x: F.linear(x, w)), repeat)
+    t_nf4 = _time(lambda: run(lambda x: linear_nf4(x, w_nf4)), repeat)
+    print(f"linear fwd+bwd {tokens} tokens, {out_dim}x{in_dim}: bf16 F.linear {t_dense * 1e3:.1f} ms, "
+          f"linear_nf4 {t_nf4 * 1e3:.1f} ms ({t_nf4 / t_dense:.2f}x)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--tokens", type=int, default=1024)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    bench_kernels(args.repeat)
+    bench_linear(args.repeat, args.tokens)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,95 @@
+"""Tokens/s and peak RSS of our single-device recipe vs torchtune 0.6.1 and HF transformers+peft, side by side.
+
+    bash ../shared/peer/setup.sh --hf            # once: the peers' venvs, weights, data (see its README)
+    python benchmarks/qlora_vs_peers.py --repeats 2 [--peers torchtune,hf] [--ours qlora,lora]
+
+Same model (small Llama-2, 58M parameters), weights, tokenizer, data, batch 4 x 256 tokens, LoRA r=8 on q,v,
+AdamW, 40 steps, bf16 unless --dtype. Runs alternate (ours, torchtune, hf, ours, ...) because this machine is
+noisy: compare ratios within one invocation. Steady-state tokens/s skips the first 5 steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+PEER_KIT = Path(os.environ.get("PEER_KIT", ROOT.parent / "shared" / "peer"))
+PEER_HOME = Path(os.environ.get("PEER_HOME", Path.home() / ".cache" / "ttl-peer"))
+WARM = 5
+
+
+def run_ours(kind: str, dtype: str, compile_: bool, extra: list[str]) -> dict:
+    out = PEER_HOME / "runs_ours" / f"{kind}_{dtype}{'_compile' if compile_ else ''}"
+    builder = "qlora_llama2" if kind == "qlora" else "lora_llama2"
+    cmd = [sys.executable, "-m", "torchtune_lite.cli.tune", "run", "lora_finetune_single_device",
+           "--config", str(ROOT / "benchmarks" / "configs" / "small_cpu.yaml"),
+           f"output_dir={out}", f"model._component_=torchtune_lite.models.llama2.{builder}",
+           f"dtype={dtype}", f"compile={compile_}", *extra]
+    env = {**os.environ, "PEER_HOME": str(PEER_HOME), "PEER_KIT": str(PEER_KIT), "WANDB_MODE": "disabled"}
+    subprocess.run(cmd, check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    rows = [json.loads(line) for line in (out / "logs" / "metrics.jsonl").read_text().splitlines()]
+    steady = rows[WARM:]
+    span = steady[-1]["time"] - rows[WARM - 1]["time"]
+    # every step of this data set is 4 x 256 tokens
+    return {"tokens_per_s": 1024 * len(steady) / span, "peak_rss_gib": max(r["rss_peak"] for r in rows),
+            "loss": f"{rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}"}
+
+
+def run_torchtune(kind: str, dtype: str, compile_: bool) -> dict:
+    name = f"tt_{kind}_{dtype}{'_compile' if compile_ else ''}"
+    subprocess.run([str(PEER_KIT / "run_torchtune.sh"), name, f"model.quantize_base={kind == 'qlora'}",
+                    f"dtype={dtype}", f"compile={compile_}"], check=True,
+                   env={**os.environ, "PEER_HOME": str(PEER_HOME)}, stdout=subprocess.DEVNULL)
+    rows = [json.loads(line) for line in (PEER_HOME / "runs" / name / "logs" / "steps.jsonl").read_text().splitlines()]
+    rows = [r for r in rows if r.get("event") == "step" and "loss" in r]
+    span = rows[-1]["t"] - rows[WARM - 1]["t"]
+    return {"tokens_per_s": 1024 * (len(rows) - WARM) / span, "peak_rss_gib": max(r["hwm_mb"] for r in rows) / 1024,
+            "loss": f"{rows[0]['loss']:.3f} -> {rows[-1]['loss']:.3f}"}
+
+
+def run_hf(kind: str, dtype: str) -> dict:
+    cmd = [str(PEER_HOME / "hf" / "bin" / "python"), str(PEER_KIT / "hf_bench.py"), "--dtype", dtype]
+    if kind == "qlora":
+        cmd.append("--qlora")
+    proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PEER_HOME": str(PEER_HOME)})
+    summary = json.loads(proc.stdout.strip().splitlines()[-1])
+    return {"tokens_per_s": summary["tok_s"], "peak_rss_gib": summary["hwm_mb"] / 1024,
+            "loss": f"{summary['loss_first']:.3f} -> {summary['loss_last']:.3f}"}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=int, default=1)
+    parser.add_argument("--ours", default="qlora,lora")
+    parser.add_argument("--peers", default="", help="comma list of torchtune,hf")
+    parser.add_argument("--dtype", default="bf16")
+    parser.add_argument("--compile", action="store_true")
+    parser.add_argument("overrides", nargs="*", help="extra key=value overrides for our runs")
+    args = parser.parse_args()
+
+    results: dict[str, list[dict]] = {}
+    for _ in range(args.repeats):
+        for kind in filter(None, args.ours.split(",")):
+            results.setdefault(f"ours {kind} {args.dtype}", []).append(run_ours(kind, args.dtype, args.compile, args.overrides))
+        for peer in filter(None, args.peers.split(",")):
+            for kind in filter(None, args.ours.split(",")):
+                label = f"{peer} {kind} {args.dtype}"
+                run = run_torchtune(kind, args.dtype, args.compile) if peer == "torchtune" else run_hf(kind, args.dtype)
+                results.setdefault(label, []).append(run)
+
+    print(f"| run | tokens/s (median of {args.repeats}) | peak RSS GiB | loss step 1 -> 40 |")
+    print("|---|---|---|---|")
+    for label, runs in results.items():
+        tps = statistics.median(r["tokens_per_s"] for r in runs)
+        rss = max(r["peak_rss_gib"] for r in runs)
+        print(f"| {label} | {tps:.0f} | {rss:.2f} | {runs[-1]['loss']} |")
+
+
+if __name__ == "__main__":
+    main()
