@@ -24,7 +24,14 @@ def build_parser() -> ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     """The `tune` entry point. User errors print one `error:` line and exit 2; recipes keep their exit codes."""
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    if extra:
+        # argparse cannot take positionals after an option (`validate CFG --recipe R a=1`); overrides
+        # are the only thing that may land here.
+        if args.command != "validate" or any(token.startswith("-") for token in extra):
+            parser.error(f"unrecognized arguments: {' '.join(extra)}")
+        args.overrides += extra
     try:
         args.func(args)
     except ConfigError as err:

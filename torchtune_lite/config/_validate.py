@@ -9,6 +9,7 @@ from __future__ import annotations
 import dataclasses
 import inspect
 import typing
+from collections.abc import Sequence
 from typing import Any, Literal, NewType, Union
 
 try:  # `int | None` annotations (Python 3.10+)
@@ -58,7 +59,8 @@ def _check_value(key: str, value: Any, tp: Any) -> None:
             raise ConfigError(f"{key}: expected one of {', '.join(map(repr, choices))}, got {value!r}")
         return
     if origin in (list, tuple) or tp in (list, tuple):
-        if not isinstance(value, (list, tuple, ListConfig)):
+        # Sequence covers ListConfig and omegaconf 2.4's TupleConfig (what a tuple default becomes)
+        if not isinstance(value, Sequence) or isinstance(value, str):
             raise ConfigError(f"{key}: expected a list, got {value!r}")
         args = typing.get_args(tp)
         if origin is tuple and args and args[-1] is not Ellipsis:  # fixed-length tuple[int, str]

@@ -14,8 +14,10 @@ from torch.utils.checkpoint import checkpoint
 
 def _chunk_loss_sum(output: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """hidden: [b, c, d], labels: [b, c] -> summed fp32 cross-entropy over the non-ignored tokens."""
-    logits = output(hidden).float()
-    return F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=ignore_index, reduction="sum")
+    # A sequence chunk of [b, s, d] is not contiguous; flattening it first keeps the projection a plain
+    # matmul (a strided 3-D input makes F.linear fall back to bmm over a copied, expanded weight).
+    logits = output(hidden.reshape(-1, hidden.size(-1))).float()
+    return F.cross_entropy(logits, labels.reshape(-1), ignore_index=ignore_index, reduction="sum")
 
 
 class ChunkedCrossEntropyLoss(nn.Module):

@@ -1,0 +1,324 @@
+"""Fast NF4 quantize / dequantize / linear that reproduce torchao's ``NF4Tensor`` bit for bit.
+
+torchao's ``NF4Tensor`` stays the storage type (checkpoints, FSDP2 and state-dict hooks read its
+fields); only the arithmetic that fills and reads those fields is replaced by lookup tables, and it
+runs over row chunks so no full-size high-precision temporary is ever alive:
+
+* quantize: torchao picks each code by an argmin over 16 distances in the weight's dtype. That
+  choice is a pure function of the scaled value, so for 16-bit dtypes we tabulate torchao's own rule
+  over all 65536 bit patterns (exact by construction, NaNs included); for fp32 the choice is monotone
+  in the value, so we find the 15 switch points with torchao's rule and count thresholds passed.
+* dequantize: a 256-entry table maps a packed byte to its two code values, stored as one 32/64-bit
+  word, so a single ``index_select`` writes both, then one in-place multiply by the block scale.
+
+On CPU the same arithmetic runs as one fused C++ pass when ``_nf4_cpp`` can build (see there why);
+the pure-torch path is the fallback and the path on every other device.
+
+Meta tensors, odd block sizes and other dtypes go through torchao itself.
+"""
+
+import inspect
+import sys
+import threading
+from functools import lru_cache
+from types import ModuleType
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+from torchtune_lite._torchao import NF4Tensor, to_nf4
+from torchtune_lite.modules.peft import _nf4_cpp
+
+# torchao's metadata record for NF4Tensor, read off the module _torchao already imported (no second import).
+_SubclassTensorArgs = inspect.getmodule(NF4Tensor).SubclassTensorArgs
+
+__all__ = ["NF4ShapeError", "dequantize_nf4", "linear_nf4", "nf4_block_sizes", "quantize_nf4"]
+
+# Elements handled per chunk: few enough that temporaries stay a small fraction of a 7B layer's weight,
+# many enough that op dispatch and thread start-up (costly on a busy CPU) are amortised.
+_CHUNK_NUMEL = 1 << 22
+# Smallest weight worth the C++ kernels: below it the torch path is already quick, and tiny models
+# (tests, demos) never pay the one-off ~30 s build.
+_FUSED_MIN_NUMEL = 1 << 20
+# An integer type as wide as two values of each supported float dtype (a "pair word").
+_PAIR_WORD = {torch.bfloat16: torch.int32, torch.float16: torch.int32, torch.float32: torch.int64}
+
+
+class NF4ShapeError(ValueError):
+    """A weight cannot be laid out in NF4 blocks of the requested sizes."""
+
+
+def nf4_block_sizes(numel: int, block_size: int = 64, scaler_block_size: int = 256) -> Optional[tuple[int, int]]:
+    """``(block_size, scaler_block_size)`` that torchao's NF4 layout accepts for ``numel`` elements.
+
+    torchao needs an even ``numel`` split into blocks (``numel % block_size == 0``), the block count
+    split into scaler blocks (``n_blocks % scaler_block_size == 0``), and an even block size for
+    dequantization (bytes hold two values of one block). Returns the given sizes when they fit, else the
+    largest fitting ones below them (block size first, both at least 2), else None.
+    """
+    if numel <= 0 or numel % 2:
+        return None
+    for bs in range(block_size - block_size % 2, 1, -2):
+        if numel % bs:
+            continue
+        n_blocks = numel // bs
+        for sbs in range(scaler_block_size, 1, -1):
+            if n_blocks % sbs == 0:
+                return bs, sbs
+    return None
+
+
+def _nf4_codes(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    # torchao's 16 code values, built in the weight's dtype as torchao does (it is stored as NF4Tensor.nf4).
+    values = (-1.0, -0.6962, -0.5251, -0.3949, -0.2844, -0.1848, -0.0911, 0.0,
+              0.0796, 0.1609, 0.2461, 0.3379, 0.4407, 0.5626, 0.7230, 1.0)  # fmt: skip
+    return torch.tensor(values, dtype=dtype, device=device)
+
+
+def _torchao_codes(scaled: torch.Tensor) -> torch.Tensor:
+    """torchao's own nearest-code rule (argmin of |v - code| in v's dtype, first index on ties)."""
+    return NF4Tensor.quantize_tensor_nearest(scaled, _nf4_codes(scaled.dtype, scaled.device))
+
+
+@lru_cache(maxsize=None)
+def _code_table_16bit(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[65536] uint8: bit pattern of a scaled 16-bit value -> the code torchao assigns it."""
+    every_value = torch.arange(1 << 16, dtype=torch.int32).to(torch.uint16).view(dtype)
+    codes = torch.cat([_torchao_codes(part) for part in every_value.split(4096)])
+    return codes.to(torch.uint8).to(device)
+
+
+@lru_cache(maxsize=None)
+def _code_thresholds_fp32(device: torch.device) -> tuple[float, ...]:
+    """15 smallest fp32 values whose torchao code is k+1 rather than k (code = thresholds passed)."""
+    codes = _nf4_codes(torch.float32, torch.device("cpu"))
+    thresholds = []
+    for k in range(15):
+        lo, hi = codes[k].clone(), codes[k + 1].clone()  # invariant: code(lo) == k, code(hi) == k + 1
+        while torch.nextafter(lo, hi) != hi:
+            mid = ((lo.double() + hi.double()) / 2).float()
+            if mid == lo or mid == hi:
+                mid = torch.nextafter(lo, hi)
+            if int(_torchao_codes(mid.view(1))) > k:
+                hi = mid
+            else:
+                lo = mid
+        thresholds.append(float(hi))
+    return tuple(thresholds)
+
+
+def _codes_into(scaled: torch.Tensor, out: torch.Tensor) -> None:
+    """Write the torchao code (uint8) of each scaled value ``scaled: [n]`` into ``out: [n]``."""
+    if scaled.element_size() == 2:
+        table = _code_table_16bit(scaled.dtype, scaled.device)
+        torch.index_select(table, 0, scaled.view(torch.uint16).to(torch.int32), out=out)
+        return
+    # fp32: count the switch points at or below each value; NaN passes none, which is torchao's code 0.
+    out.zero_()
+    for threshold in _code_thresholds_fp32(scaled.device):
+        out.add_(scaled >= threshold)
+
+
+def _pack_pairs_into(codes: torch.Tensor, out: torch.Tensor) -> None:
+    """``out[i] = codes[2i] << 4 | codes[2i + 1]`` for ``codes: [2n]`` uint8 (< 16), ``out: [n]`` uint8."""
+    if sys.byteorder == "little":
+        # One int16 word w = codes[2i] + 256 * codes[2i + 1]; its low byte after (w << 4 | w >> 8) is the
+        # packed pair, and the uint8 cast keeps exactly that byte. Three cheap ops instead of strided ones.
+        word = codes.view(torch.int16)
+        out.copy_((word << 4).bitwise_or_(word >> 8))
+    else:
+        pairs = codes.view(-1, 2)
+        torch.bitwise_or(pairs[:, 0] << 4, pairs[:, 1], out=out)
+
+
+def _double_quantize(absmax: torch.Tensor, scaler_block_size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """torchao's double quantization of the block absmaxes ``absmax: [n_blocks]``, same ops and dtype.
+
+    Returns ``quantized_scalers: [n_blocks] int8``, ``quantization_factor: [n_scaler_blocks]``, ``scaler_mean: []``.
+    """
+    mean = absmax.mean()
+    centred = (absmax - mean).view(-1, scaler_block_size)
+    factor = 256 / (2 * centred.abs().amax(dim=1, keepdim=True))
+    quantized = (centred * factor).round().clamp(-128, 127)
+    return quantized.flatten().to(torch.int8), factor.view(-1).contiguous(), mean
+
+
+def _nf4_tensor(weight: torch.Tensor, block_size: int, scaler_block_size: int, fields: tuple) -> NF4Tensor:
+    quantized_scalers, quantization_factor, scaler_mean, quantized_data = fields
+    tensor_meta = _SubclassTensorArgs(
+        weight.size(), weight.stride(), weight.storage_offset(), weight.dtype, weight.device, weight.requires_grad
+    )
+    return NF4Tensor(
+        tensor_meta,
+        block_size,
+        weight.numel() // block_size,
+        scaler_block_size,
+        quantized_scalers,
+        quantization_factor,
+        scaler_mean,
+        quantized_data,
+        nf4=_nf4_codes(weight.dtype, weight.device),
+    )
+
+
+def _check_layout(weight: torch.Tensor, block_size: int, scaler_block_size: int) -> None:
+    numel = weight.numel()
+    if weight.dim() > 2:
+        raise NF4ShapeError(f"quantize_nf4: weight must be 1-D or 2-D, got shape {tuple(weight.shape)}; reshape it first")
+    if (
+        block_size < 1
+        or scaler_block_size < 1
+        or numel == 0
+        or numel % 2
+        or numel % block_size
+        or (numel // block_size) % scaler_block_size
+    ):
+        raise NF4ShapeError(
+            f"quantize_nf4: {numel} elements do not split into blocks of {block_size} grouped by "
+            f"{scaler_block_size}; pick sizes with nf4_block_sizes({numel})"
+        )
+
+
+def quantize_nf4(weight: torch.Tensor, block_size: int = 64, scaler_block_size: int = 256) -> NF4Tensor:
+    """NF4 copy of ``weight: [out, in]`` (or 1-D) with the same fields and bits as torchao ``to_nf4``."""
+    _check_layout(weight, block_size, scaler_block_size)
+    if weight.is_meta or block_size % 2 or weight.dtype not in _PAIR_WORD:
+        return to_nf4(weight, block_size, scaler_block_size)
+    with torch.no_grad():
+        blocks = weight.detach().reshape(-1, block_size)  # copies only if weight is not contiguous
+        fields = _quantize_fused(blocks, scaler_block_size) or _quantize_chunked(blocks, scaler_block_size)
+    return _nf4_tensor(weight, block_size, scaler_block_size, fields)
+
+
+def _fused_kernels(t: torch.Tensor) -> Optional[ModuleType]:
+    """The C++ kernels when they suit ``t`` (a large CPU tensor) and can be built, else None."""
+    if t.device.type != "cpu" or t.numel() < _FUSED_MIN_NUMEL:
+        return None
+    return _nf4_cpp.extension()
+
+
+def _quantize_fused(blocks: torch.Tensor, scaler_block_size: int) -> Optional[tuple]:
+    """Fields from the C++ kernel for ``blocks: [n_blocks, block_size]``; None when it cannot be used."""
+    ext = _fused_kernels(blocks)
+    if ext is None:
+        return None
+    n_blocks, block_size = blocks.shape
+    absmax = torch.empty(n_blocks, dtype=blocks.dtype)
+    packed = torch.empty(blocks.numel() // 2, dtype=torch.uint8)
+    if blocks.dtype == torch.float32:
+        table, thresholds = torch.empty(0, dtype=torch.uint8), torch.tensor(_code_thresholds_fp32(blocks.device))
+    else:
+        table, thresholds = _code_table_16bit(blocks.dtype, blocks.device), torch.empty(0)
+    ext.quantize_blocks(blocks.reshape(-1), absmax, packed, table, thresholds, block_size)
+    if absmax.isnan().any():  # NaN weights: let the torch ops reproduce torchao's exact NaN bits
+        return None
+    return (*_double_quantize(absmax, scaler_block_size), packed)
+
+
+def _quantize_chunked(blocks: torch.Tensor, scaler_block_size: int) -> tuple:
+    """Fields for ``blocks: [n_blocks, block_size]`` by torch ops over row chunks (any device)."""
+    n_blocks, block_size = blocks.shape
+    rows = max(1, _CHUNK_NUMEL // block_size)
+    absmax = torch.empty(n_blocks, dtype=blocks.dtype, device=blocks.device)
+    packed = torch.empty(n_blocks, block_size // 2, dtype=torch.uint8, device=blocks.device)
+    codes = torch.empty(min(rows, n_blocks) * block_size, dtype=torch.uint8, device=blocks.device)
+    for start in range(0, n_blocks, rows):
+        chunk = blocks[start : start + rows]
+        n = chunk.numel()
+        torch.amax(chunk.abs(), dim=1, out=absmax[start : start + rows])
+        scaled = chunk / absmax[start : start + rows, None]
+        _codes_into(scaled.view(-1), codes[:n])
+        _pack_pairs_into(codes[:n], packed[start : start + rows].view(-1))
+    return (*_double_quantize(absmax, scaler_block_size), packed.view(-1))
+
+
+@lru_cache(maxsize=None)
+def _byte_to_pair_table(dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """[256] pair words: packed byte -> (value of its high nibble, value of its low nibble) in ``dtype``."""
+    codes = _nf4_codes(dtype, device)
+    byte = torch.arange(256, device=device)
+    pairs = torch.stack([codes[byte >> 4], codes[byte & 0xF]], dim=1).contiguous()
+    return pairs.view(_PAIR_WORD[dtype]).view(256)
+
+
+def _block_scales(weight: NF4Tensor) -> torch.Tensor:
+    """[n_blocks] block scales in the weight dtype, by the same ops as torchao's ``dequantize_scalers``."""
+    q = weight.quantized_scalers.view(-1, weight.scaler_block_size)
+    return (q / weight.quantization_factor.unsqueeze(-1)).flatten().to(weight.dtype) + weight.scaler_mean
+
+
+def dequantize_nf4(weight: NF4Tensor) -> torch.Tensor:
+    """Plain tensor equal to ``weight.get_original_weight()``: original dtype and device, shape ``weight.shape``."""
+    if not isinstance(weight, NF4Tensor):
+        raise TypeError(f"dequantize_nf4: expected an NF4Tensor, got {type(weight).__name__}; make one with quantize_nf4")
+    if weight.is_meta or weight.block_size % 2 or weight.dtype not in _PAIR_WORD:
+        return weight.get_original_weight()
+    out = torch.empty(weight.numel(), dtype=weight.dtype, device=weight.device)
+    return _dequantize_into(weight, out).view(weight.shape)
+
+
+def _dequantize_into(weight: NF4Tensor, out: torch.Tensor) -> torch.Tensor:
+    """Dequantize ``weight`` into ``out: [numel]`` (its dtype/device) and return ``out``."""
+    dtype, block_size = weight.dtype, weight.block_size
+    with torch.no_grad():
+        scales = _block_scales(weight)
+        packed = weight.quantized_data.view(-1, block_size // 2)
+        out_blocks = out.view(-1, block_size)
+        ext = _fused_kernels(out)
+        # NaN scales (from NaN/inf weights): torch's ops, not C++ casts, reproduce torchao's NaN bits.
+        if ext is not None and not scales.isnan().any():
+            ext.dequantize_blocks(packed.reshape(-1), scales, _nf4_codes(dtype, out.device), out_blocks, block_size)
+            return out
+        table = _byte_to_pair_table(dtype, weight.device)
+        rows = max(1, _CHUNK_NUMEL // block_size)
+        for start in range(0, packed.shape[0], rows):
+            out_rows = out_blocks[start : start + rows]
+            index = packed[start : start + rows].reshape(-1).to(torch.int32)
+            torch.index_select(table, 0, index, out=out_rows.view(-1).view(_PAIR_WORD[dtype]))
+            out_rows.mul_(scales[start : start + rows, None])
+    return out
+
+
+_scratch = threading.local()
+
+
+def _dequantize_scratch(weight: NF4Tensor) -> torch.Tensor:
+    """``dequantize_nf4(weight)`` written into a per-thread buffer that is reused by the next call.
+
+    Why: on CPU, a fresh weight-sized tensor costs more in page faults (first touch of newly mapped
+    memory) than the dequantization itself, and linear_nf4 needs one per call. The buffer holds the
+    largest weight seen (e.g. 90 MB for a Llama-2-7B MLP weight in bf16) for the thread's lifetime.
+    Callers must be done with the result before dequantizing again on the same thread.
+    """
+    if weight.device.type != "cpu" or weight.is_meta or weight.block_size % 2 or weight.dtype not in _PAIR_WORD:
+        return dequantize_nf4(weight)
+    buffer = getattr(_scratch, "buffer", None)
+    if buffer is None or buffer.dtype != weight.dtype or buffer.numel() < weight.numel():
+        _scratch.buffer = None  # drop the old buffer before allocating the bigger one
+        buffer = _scratch.buffer = torch.empty(weight.numel(), dtype=weight.dtype)
+    return _dequantize_into(weight, buffer[: weight.numel()]).view(weight.shape)
+
+
+class _LinearNF4(torch.autograd.Function):
+    """``input @ dequant(W).T`` for a frozen NF4 ``W``: saves only the 4-bit weight, re-dequantizes in backward."""
+
+    @staticmethod
+    def forward(ctx, input: torch.Tensor, weight: NF4Tensor) -> torch.Tensor:
+        ctx.save_for_backward(weight)
+        # Autograd records nothing inside forward, so the reused buffer is not kept past this matmul.
+        return F.linear(input, _dequantize_scratch(weight).to(input.dtype))
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[Optional[torch.Tensor], None]:
+        if not ctx.needs_input_grad[0]:
+            return None, None
+        (weight,) = ctx.saved_tensors
+        # With create_graph the matmul would save its operands, so the weight must be a tensor of its own.
+        dense = dequantize_nf4(weight) if torch.is_grad_enabled() else _dequantize_scratch(weight)
+        return grad_output @ dense.to(grad_output.dtype), None
+
+
+def linear_nf4(input: torch.Tensor, weight: NF4Tensor) -> torch.Tensor:
+    """``input: [..., in]`` @ dequantized ``weight: [out, in]``.T -> ``[..., out]``; grad flows to ``input`` only."""
+    return _LinearNF4.apply(input, weight)
