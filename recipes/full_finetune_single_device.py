@@ -15,9 +15,7 @@ from torchtune_lite.training.finetune import FinetuneConfig, FinetuneRecipe
 class FullFinetuneRecipeSingleDevice(FinetuneRecipe):
     def setup_model(self, checkpoint: dict) -> torch.nn.Module:
         model = self.build_model()
-        if checkpoint.get("model"):
-            missing, unexpected = model.load_state_dict(checkpoint["model"], strict=False)
-            self.check_loaded_keys(model, missing, unexpected, loaded_adapter=False)
+        self.load_base_weights(model)
         return model
 
     def trainable_params(self) -> list[torch.nn.Parameter]:

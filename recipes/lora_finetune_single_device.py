@@ -29,10 +29,9 @@ class LoRAFinetuneRecipeSingleDevice(FinetuneRecipe):
 
     def setup_model(self, checkpoint: dict) -> torch.nn.Module:
         model = self.build_model()
-        base_missing, base_unexpected = model.load_state_dict(checkpoint["model"], strict=False)
-        if "adapter" in checkpoint:
+        self.load_base_weights(model, may_be_missing=lambda key: "lora_" in key)  # fresh adapters
+        if "adapter" in checkpoint:  # resuming
             model.load_state_dict(checkpoint["adapter"], strict=False)
-        self.check_loaded_keys(model, base_missing, base_unexpected, loaded_adapter="adapter" in checkpoint)
         self.adapter_params = get_adapter_params(model)
         set_trainable_params(model, self.adapter_params)
         return model

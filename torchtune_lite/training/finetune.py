@@ -30,6 +30,7 @@ from torchtune_lite.training.metric_logging import StdoutLogger
 from torchtune_lite.training.output_dir import RECIPE_STATE_FILE, find_latest_checkpoint, prepare_output_dir
 from torchtune_lite.training.precision import get_dtype, set_default_dtype
 from torchtune_lite.training.seed import get_rng_state, set_rng_state, set_seed
+from torchtune_lite.training.weight_loading import load_weights_streaming
 from torchtune_lite.training.train_loop import LoopSettings, NonFiniteLossError, Progress, TrainingInterrupted, TrainLoop
 
 log = logging.getLogger("torchtune_lite")
@@ -110,7 +111,8 @@ class FinetuneRecipe:
             self.metric_logger.log_config(cfg)
 
         self.checkpointer = self._build_checkpointer(resume_dir)
-        checkpoint = self.checkpointer.load_checkpoint()
+        # Model weights are streamed into the built model (see load_base_weights), not loaded here.
+        checkpoint = self.checkpointer.load_checkpoint(include_model=False)
         self.tokenizer = config.instantiate(cfg.tokenizer)
 
         with set_default_dtype(self.dtype), self.device:
@@ -227,20 +229,11 @@ class FinetuneRecipe:
         if self.is_rank_zero:
             print(message, file=sys.stderr if error else sys.stdout, flush=True)
 
-    def check_loaded_keys(self, model, missing, unexpected, loaded_adapter: bool) -> None:
-        """Base checkpoint keys must cover every non-LoRA parameter; LoRA keys come from the adapter
-        (or their fresh init when not resuming)."""
-        missing_base = [k for k in missing if "lora_" not in k]
-        if missing_base or unexpected:
-            problems = []
-            if missing_base:
-                problems.append(f"missing {missing_base[:5]}")
-            if unexpected:
-                problems.append(f"unexpected {list(unexpected)[:5]}")
-            raise ValueError(
-                f"checkpoint does not fit the model ({'; '.join(problems)}): check that checkpointer "
-                f"points at weights of the same architecture as model._component_={self.cfg.model._component_}"
-            )
+    def load_base_weights(self, model: torch.nn.Module, may_be_missing=lambda key: False) -> None:
+        """Streams the checkpoint's weights into `model` one tensor at a time."""
+        load_weights_streaming(
+            model, self.checkpointer.iter_model(), source=str(self.cfg.checkpointer.checkpoint_dir), may_be_missing=may_be_missing
+        )
 
     def _steps_per_epoch(self, settings: LoopSettings) -> int:
         steps = len(self.dataloader) // settings.gradient_accumulation_steps

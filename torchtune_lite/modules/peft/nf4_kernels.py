@@ -291,7 +291,13 @@ def _dequantize_scratch(weight: NF4Tensor) -> torch.Tensor:
     largest weight seen (e.g. 90 MB for a Llama-2-7B MLP weight in bf16) for the thread's lifetime.
     Callers must be done with the result before dequantizing again on the same thread.
     """
-    if weight.device.type != "cpu" or weight.is_meta or weight.block_size % 2 or weight.dtype not in _PAIR_WORD:
+    if (
+        torch.compiler.is_compiling()  # a traced graph may keep the result: it must not be overwritten later
+        or weight.device.type != "cpu"
+        or weight.is_meta
+        or weight.block_size % 2
+        or weight.dtype not in _PAIR_WORD
+    ):
         return dequantize_nf4(weight)
     buffer = getattr(_scratch, "buffer", None)
     if buffer is None or buffer.dtype != weight.dtype or buffer.numel() < weight.numel():

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 
@@ -94,9 +94,12 @@ class CheckpointerBase:
         return path
 
     # ------------------------------------------------------------------ loading
-    def load_checkpoint(self) -> dict[str, Any]:
-        """`{"model": our-key state dict, "adapter": LoRA weights (if adapter_checkpoint), "recipe_state": ...}`."""
-        checkpoint: dict[str, Any] = {"model": self.load_model()}
+    def load_checkpoint(self, *, include_model: bool = True) -> dict[str, Any]:
+        """`{"model": our-key state dict, "adapter": LoRA weights (if adapter_checkpoint), "recipe_state": ...}`.
+
+        With `include_model=False` the model weights are left out, for callers that stream them with
+        `iter_model()` instead."""
+        checkpoint: dict[str, Any] = {"model": self.load_model()} if include_model else {}
         if self.adapter_checkpoint is not None:
             checkpoint["adapter"] = self.load_adapter(self.adapter_checkpoint)
         if self.recipe_checkpoint is not None:
@@ -106,6 +109,9 @@ class CheckpointerBase:
         return checkpoint
 
     def load_model(self) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    def iter_model(self) -> Iterator[tuple[str, torch.Tensor]]:
         raise NotImplementedError
 
     def load_adapter(self, path: Path) -> dict[str, torch.Tensor]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 
@@ -123,22 +123,36 @@ class FullModelHFCheckpointer(CheckpointerBase):
     def load_model(self) -> dict[str, torch.Tensor]:
         """Our-key state dict, in the checkpoint's dtype, one tensor read at a time."""
         state: dict[str, torch.Tensor] = {}
+        for key, value in self.iter_model():
+            if key in state:
+                raise CheckpointFormatError(f"{key} appears in two checkpoint files of {self.checkpoint_dir}: list each shard once")
+            state[key] = value
+        self.check_state_dict(state, str(self.checkpoint_dir))
+        return state
+
+    def iter_model(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(our key, tensor) pairs, read one at a time, so a caller can copy (or quantize) each into the
+        model and drop it before the next: the whole high-precision model is never in memory at once."""
+        seen: set[str] = set()
         for path in self.files:
             items = iter_safetensors(path) if path.suffix == ".safetensors" else load_torch_file(path).items()
             for hf_key, value in items:
                 key = HF_KEYS.to_ours(hf_key, str(path))
                 if key is None:
                     continue
-                if key in state:
-                    raise CheckpointFormatError(f"{path}: {hf_key} appears in two checkpoint files: list each shard once")
                 heads = rotary_heads(key, self.shape)
                 if heads is not None:
                     value = self._reorder(value, heads, hf_to_interleaved, key, path)
-                state[key] = value
-        if "output.weight" not in state and "tok_embeddings.weight" in state:
-            state["output.weight"] = state["tok_embeddings.weight"]  # tied embeddings: HF stores one copy
-        self.check_state_dict(state, str(self.checkpoint_dir))
-        return state
+                seen.add(key)
+                yield key, value
+        if "output.weight" not in seen and "tok_embeddings.weight" in seen:
+            # tied embeddings: HF stores one copy; read it again rather than keep it around
+            for path in self.files:
+                items = iter_safetensors(path) if path.suffix == ".safetensors" else load_torch_file(path).items()
+                for hf_key, value in items:
+                    if HF_KEYS.to_ours(hf_key, str(path)) == "tok_embeddings.weight":
+                        yield "output.weight", value
+                        return
 
     def _reorder(self, value: torch.Tensor, heads: int, fn, key: str, path: Path) -> torch.Tensor:
         if value.dim() != 2 or value.shape[0] % (2 * heads):

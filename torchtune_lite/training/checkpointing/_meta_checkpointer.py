@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterator, Optional, Union
 
 import torch
 
@@ -60,13 +60,16 @@ class FullModelMetaCheckpointer(CheckpointerBase):
                 raise CheckpointFormatError(f"{params} is not Llama params ({err!r}): use the params.json that came with the weights") from err
 
     def load_model(self) -> dict[str, torch.Tensor]:
-        state: dict[str, torch.Tensor] = {}
+        state = dict(self.iter_model())
+        self.check_state_dict(state, str(self.file))
+        return state
+
+    def iter_model(self) -> Iterator[tuple[str, torch.Tensor]]:
+        """(our key, tensor) pairs; the .pth is memory-mapped, so only what the caller keeps is resident."""
         for meta_key, value in load_torch_file(self.file).items():
             key = META_KEYS.to_ours(meta_key, str(self.file))
             if key is not None:
-                state[key] = value
-        self.check_state_dict(state, str(self.file))
-        return state
+                yield key, value
 
     def model_tensor_to_write(self, key: str, nbytes: int, produce) -> Optional[TensorToWrite]:
         return TensorToWrite(META_KEYS.to_theirs(key), nbytes, produce)

@@ -205,3 +205,21 @@ def test_linear_nf4_saves_only_the_4bit_weight():
     dense_copies = [t for t in saved if not isinstance(t, NF4Tensor) and t.numel() >= weight.numel()]
     assert dense_copies == []
     assert x.grad is not None and weight.grad is None
+
+
+def test_stacked_linear_nf4_layers_share_no_stale_weights():
+    # Consecutive layers reuse one dequantization buffer; each backward must still see its own weight.
+    g = torch.Generator().manual_seed(4)
+    w1, w2 = torch.randn(48, 64, generator=g), torch.randn(64, 48, generator=g)
+    q1, q2 = quantize_nf4(w1, 64, 2), quantize_nf4(w2, 64, 2)
+    x = torch.randn(3, 64, generator=g, requires_grad=True)
+    out = linear_nf4(torch.tanh(linear_nf4(x, q1)), q2)
+    x_ref = x.detach().clone().requires_grad_(True)
+    ref = F.linear(torch.tanh(F.linear(x_ref, dequantize_nf4(q1))), dequantize_nf4(q2))
+    assert torch.equal(out, ref)
+    grad = torch.randn(out.shape, generator=g)
+    (x_grad,) = torch.autograd.grad(out, x, grad, create_graph=True)
+    (x_ref_grad,) = torch.autograd.grad(ref, x_ref, grad, create_graph=True)
+    torch.testing.assert_close(x_grad, x_ref_grad, rtol=0, atol=0)
+    (x.grad,) = torch.autograd.grad(out, x, grad)
+    torch.testing.assert_close(x.grad, x_ref_grad, rtol=0, atol=0)
