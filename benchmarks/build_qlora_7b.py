@@ -9,9 +9,11 @@ process's high-water mark (resource.getrusage), so each phase reports the peak r
 
 import argparse
 import functools
+import json
 import resource
 import sys
 import time
+from pathlib import Path
 
 import torch
 
@@ -37,9 +39,32 @@ def model_bytes(model: torch.nn.Module) -> int:
     return total
 
 
+def streaming_save(model: torch.nn.Module, shape: dict, out: Path) -> None:
+    """What the LoRA recipe does at a checkpoint: NF4 weights go to the checkpointer as they are and are
+    dequantized, merged with their adapters and written one shard at a time."""
+    from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
+
+    src = out / "config_only"
+    src.mkdir(parents=True, exist_ok=True)
+    (src / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "bfloat16",
+        "vocab_size": shape["vocab_size"], "hidden_size": shape["embed_dim"], "intermediate_size": shape["intermediate_dim"],
+        "num_hidden_layers": shape["num_layers"], "num_attention_heads": shape["num_heads"],
+        "num_key_value_heads": shape["num_kv_heads"], "max_position_embeddings": shape["max_seq_len"],
+        "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
+    }))
+    checkpointer = FullModelHFCheckpointer(src, checkpoint_files=[], output_dir=out)
+    state = {name: p.detach() for name, p in model.named_parameters()}
+    start = time.perf_counter()
+    path = checkpointer.save_checkpoint({"model": state, "adapter_config": {"r": 8, "lora_alpha": 16}}, epoch=0)
+    print(f"streaming save (merged HF shards + PEFT adapter): {time.perf_counter() - start:.1f} s, "
+          f"peak RSS {peak_rss_gib():.2f} GiB, wrote {sum(f.stat().st_size for f in path.rglob('*') if f.is_file()) / 2**30:.2f} GiB")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-layers", type=int, default=_SHAPES["7b"]["num_layers"])
+    parser.add_argument("--save-dir", default=None, help="also time a streaming HF checkpoint save into this folder")
     args = parser.parse_args()
 
     shape = {**_COMMON, **_SHAPES["7b"], "num_layers": args.num_layers}
@@ -59,6 +84,9 @@ def main() -> None:
     model = build()
     built = time.perf_counter() - start
     print(f"build: {built:.1f} s, peak RSS {peak_rss_gib():.2f} GiB, model holds {model_bytes(model) / 2**30:.2f} GiB")
+
+    if args.save_dir:
+        streaming_save(model, shape, Path(args.save_dir))
 
     start = time.perf_counter()
     state = model.state_dict()

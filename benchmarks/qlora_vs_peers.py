@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -26,6 +27,7 @@ WARM = 5
 
 def run_ours(kind: str, dtype: str, compile_: bool, extra: list[str]) -> dict:
     out = PEER_HOME / "runs_ours" / f"{kind}_{dtype}{'_compile' if compile_ else ''}"
+    shutil.rmtree(out, ignore_errors=True)  # the disk logger appends; each run starts clean
     builder = "qlora_llama2" if kind == "qlora" else "lora_llama2"
     cmd = [sys.executable, "-m", "torchtune_lite.cli.tune", "run", "lora_finetune_single_device",
            "--config", str(ROOT / "benchmarks" / "configs" / "small_cpu.yaml"),
@@ -54,7 +56,9 @@ def run_torchtune(kind: str, dtype: str, compile_: bool) -> dict:
 
 
 def run_hf(kind: str, dtype: str) -> dict:
-    cmd = [str(PEER_HOME / "hf" / "bin" / "python"), str(PEER_KIT / "hf_bench.py"), "--dtype", dtype]
+    log = PEER_HOME / "runs_hf" / f"hf_{kind}_{dtype}.jsonl"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    cmd = [str(PEER_HOME / "hf" / "bin" / "python"), str(PEER_KIT / "hf_bench.py"), "--dtype", dtype, "--out", str(log)]
     if kind == "qlora":
         cmd.append("--qlora")
     proc = subprocess.run(cmd, check=True, capture_output=True, text=True, env={**os.environ, "PEER_HOME": str(PEER_HOME)})

@@ -144,13 +144,16 @@ class TrainLoop:
         )
 
     def _run_epoch(self) -> None:
-        s = self.settings
-        pbar = tqdm(
+        with tqdm(
             total=self.steps_per_epoch,
             initial=self.progress.step_in_epoch,
             disable=not self.is_rank_zero,
             dynamic_ncols=True,
-        )
+        ) as pbar:  # closed on any exit, so an error line never lands inside the bar
+            self._run_epoch_steps(pbar)
+
+    def _run_epoch_steps(self, pbar: tqdm) -> None:
+        s = self.settings
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.device)
@@ -189,12 +192,10 @@ class TrainLoop:
 
             last_step = self.progress.step_in_epoch == self.steps_per_epoch
             if self._signal is not None:
-                pbar.close()
                 self.save_checkpoint(self.progress, False)
                 raise TrainingInterrupted(self._signal)
             if s.save_every_n_steps and step % s.save_every_n_steps == 0 and not last_step:
                 self.save_checkpoint(self.progress, False)
-        pbar.close()
 
     def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
