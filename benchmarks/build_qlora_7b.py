@@ -1,30 +1,65 @@
-"""Time and memory of building QLoRA Llama-2-7B (bf16 default dtype) and of taking its state dict.
+"""Time and memory of QLoRA Llama-2-7B on CPU: build from a checkpoint, NF4 cache, train step, save.
 
-    python benchmarks/build_qlora_7b.py                  # the full 32 layers (needs ~5 GB RAM)
-    python benchmarks/build_qlora_7b.py --num-layers 2   # a shortened 7B for a quick run
+    python benchmarks/build_qlora_7b.py --checkpoint-dir /tmp/llama2_7b_random   # the full 32 layers
+    python benchmarks/build_qlora_7b.py --checkpoint-dir /tmp/l7b_2 --num-layers 2  # a shortened 7B
+    ... --save-dir /tmp/qlora_save    # also time a full merged HF checkpoint save
 
-LoRA on q_proj, v_proj, output_proj and the MLP, as in configs/llama2/7B_qlora.yaml. Peak RSS is the
-process's high-water mark (resource.getrusage), so each phase reports the peak reached so far.
+No hub downloads: when `--checkpoint-dir` holds no weights, random bf16 weights of the right shapes are
+written there once as a sharded HF checkpoint (13.5 GB for 7B; delete it when done). LoRA on q_proj,
+v_proj, output_proj and the MLP, rank 8, as in configs/llama2/7B_qlora.yaml; bf16 throughout.
+
+Phases, each with its own peak RSS (VmHWM, reset between phases via /proc/self/clear_refs):
+  cold build   build the model on the meta device, allocate it, stream the checkpoint in (quantizing
+               each LoRA'd weight to NF4 as it arrives)
+  cache write  save the quantized base as the NF4 cache (torchtune_lite.training.nf4_cache)
+  warm build   the same model filled from the NF4 cache instead (no quantization)
+  fwd+bwd      one forward and backward at batch 1 x 64 tokens (--skip-train skips this and the next)
+  train step   batch 1 x --train-seq-len tokens with activation checkpointing: forward, chunked loss,
+               backward, AdamW
+  save         the merged model as HF safetensors shards plus the PEFT adapter, streamed tensor by tensor
+
+The single-device recipe builds the model on its device with random init before loading (build_model),
+which costs another ~75 s of init and quantization at 7B; building on meta as here avoids it.
+On a CPU without native bf16 matmul (AVX2 only) the fwd+bwd and train-step phases are bound by torch's
+bf16 GEMM: `grad @ W` in bf16 (the input gradient of every frozen linear) runs 50-100x slower than in
+fp32 there, so a full 7B step takes tens of minutes; use --num-layers 1 --train-seq-len 64 to see it.
 """
+
+from __future__ import annotations
 
 import argparse
 import functools
+import gc
 import json
-import resource
-import sys
 import time
 from pathlib import Path
+from typing import Optional
 
 import torch
 
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.models.llama2 import qlora_llama2
 from torchtune_lite.models.llama2._model_builders import _COMMON, _SHAPES
+from torchtune_lite.modules.peft import get_adapter_params, set_trainable_params
+from torchtune_lite.modules.transformer import TransformerDecoderLayer
+from torchtune_lite.training.activations import apply_activation_checkpointing
+from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
+from torchtune_lite.training.checkpointing._convert_weights import HF_KEYS, ModelShape
+from torchtune_lite.training.checkpointing._safetensors_io import TensorToWrite, write_sharded
+from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
+from torchtune_lite.training.nf4_cache import load_weights_with_nf4_cache, nf4_cache_path, nf4_from_fields, save_nf4_cache
+from torchtune_lite.training.weight_loading import initialize_adapters, load_weights_streaming
+
+
+def reset_peak_rss() -> None:
+    Path("/proc/self/clear_refs").write_text("5")  # Linux: resets VmHWM to the current RSS
 
 
 def peak_rss_gib() -> float:
-    kib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux, bytes on macOS
-    return kib / (1024**3 if sys.platform == "darwin" else 1024**2)
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 2**20
+    raise RuntimeError("no VmHWM in /proc/self/status (Linux only)")
 
 
 def model_bytes(model: torch.nn.Module) -> int:
@@ -39,60 +74,170 @@ def model_bytes(model: torch.nn.Module) -> int:
     return total
 
 
-def streaming_save(model: torch.nn.Module, shape: dict, out: Path) -> None:
-    """What the LoRA recipe does at a checkpoint: NF4 weights go to the checkpointer as they are and are
-    dequantized, merged with their adapters and written one shard at a time."""
-    from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
+class Phase:
+    """`with Phase("name"):` prints the phase's wall time and peak RSS."""
 
-    src = out / "config_only"
-    src.mkdir(parents=True, exist_ok=True)
-    (src / "config.json").write_text(json.dumps({
+    def __init__(self, name: str) -> None:
+        self.name = name
+
+    def __enter__(self) -> Phase:
+        gc.collect()
+        reset_peak_rss()
+        self.start = time.perf_counter()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.seconds = time.perf_counter() - self.start
+        print(f"{self.name}: {self.seconds:.1f} s, peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+
+
+def hf_config(shape: dict) -> dict:
+    return {
         "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "bfloat16",
         "vocab_size": shape["vocab_size"], "hidden_size": shape["embed_dim"], "intermediate_size": shape["intermediate_dim"],
         "num_hidden_layers": shape["num_layers"], "num_attention_heads": shape["num_heads"],
         "num_key_value_heads": shape["num_kv_heads"], "max_position_embeddings": shape["max_seq_len"],
         "rms_norm_eps": 1e-5, "tie_word_embeddings": False,
-    }))
-    checkpointer = FullModelHFCheckpointer(src, checkpoint_files=[], output_dir=out)
-    state = {name: p.detach() for name, p in model.named_parameters()}
-    start = time.perf_counter()
-    path = checkpointer.save_checkpoint({"model": state, "adapter_config": {"r": 8, "lora_alpha": 16}}, epoch=0)
-    print(f"streaming save (merged HF shards + PEFT adapter): {time.perf_counter() - start:.1f} s, "
-          f"peak RSS {peak_rss_gib():.2f} GiB, wrote {sum(f.stat().st_size for f in path.rglob('*') if f.is_file()) / 2**30:.2f} GiB")
+    }  # fmt: skip
+
+
+def write_random_checkpoint(folder: Path, shape: dict) -> None:
+    """Random bf16 weights (std 0.02, norms near 1) as HF safetensors shards, one tensor in memory at a time."""
+    folder.mkdir(parents=True, exist_ok=True)
+    config = hf_config(shape)
+    generator = torch.Generator().manual_seed(0)
+
+    def random_weight(key: str, size: tuple[int, ...]) -> torch.Tensor:
+        if key.endswith("scale"):
+            return (1 + 0.1 * torch.randn(size, generator=generator)).to(torch.bfloat16)
+        return (0.02 * torch.randn(size, generator=generator, dtype=torch.bfloat16))
+
+    tensors = [
+        TensorToWrite(HF_KEYS.to_theirs(key), size, torch.bfloat16, functools.partial(random_weight, key, size))
+        for key, size in ModelShape.from_hf_config(config).expected_shapes().items()
+    ]
+    write_sharded(folder, tensors)
+    (folder / "config.json").write_text(json.dumps(config))
+
+
+def build_empty(build) -> torch.nn.Module:
+    """The model built on the meta device (no init, no quantization of random weights), then given
+    uninitialized CPU storage (NF4 weights included) and its RoPE cache: every weight is loaded next."""
+    with torch.device("meta"):
+        model = build()
+    for module in model.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            setattr(module, name, torch.nn.Parameter(empty_on_cpu(param), requires_grad=param.requires_grad))
+        for name, buffer in list(module.named_buffers(recurse=False)):
+            module._buffers[name] = empty_on_cpu(buffer)
+    for module in model.modules():
+        if callable(getattr(module, "rope_init", None)):
+            module.rope_init()
+    return model
+
+
+def empty_on_cpu(value: torch.Tensor) -> torch.Tensor:
+    """Uninitialized CPU storage like `value`. Not `Module.to_empty`: torchao's NF4 `empty_like` leaves
+    `scaler_mean` and `nf4` on the meta device, where the later load would silently copy into nothing."""
+    if not isinstance(value, NF4Tensor):
+        return torch.empty_like(value, device="cpu")
+    names, _ = value.__tensor_flatten__()
+    return nf4_from_fields(
+        {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."), "block_size": value.block_size,
+         "scaler_block_size": value.scaler_block_size, "n_blocks": value.n_blocks},
+        {n: torch.empty_like(getattr(value, n), device="cpu") for n in names},
+    )  # fmt: skip
+
+
+def build_loaded(build, checkpointer, cache: Optional[Path]) -> tuple[torch.nn.Module, bool]:
+    """Model filled from the NF4 cache if `cache` exists, else from the checkpoint (no cache written if None)."""
+    model = build_empty(build)
+    hit = False
+    if cache is None:
+        load_weights_streaming(model, checkpointer.iter_model(), source=str(checkpointer.checkpoint_dir), may_be_missing=is_lora)
+    else:
+        hit = load_weights_with_nf4_cache(model, checkpointer.iter_model, cache, source=str(checkpointer.checkpoint_dir), may_be_missing=is_lora)
+    initialize_adapters(model, seed=0)
+    return model, hit
+
+
+def is_lora(key: str) -> bool:
+    return "lora_" in key
+
+
+def train_step(model, loss_fn, optimizer, seq_len: int, vocab: int, generator: torch.Generator) -> float:
+    tokens = torch.randint(0, vocab, (1, seq_len + 1), generator=generator)
+    hidden = model(tokens[:, :-1], return_hidden=True)
+    loss_sum, count = loss_fn(hidden, model.output, tokens[:, 1:])
+    loss = loss_sum / count
+    loss.backward()
+    if optimizer is not None:
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return float(loss.detach())
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--num-layers", type=int, default=_SHAPES["7b"]["num_layers"])
-    parser.add_argument("--save-dir", default=None, help="also time a streaming HF checkpoint save into this folder")
+    parser.add_argument("--checkpoint-dir", required=True, help="HF checkpoint folder; random weights are written there if empty")
+    parser.add_argument("--cache-dir", default=None, help="NF4 cache folder (default: <checkpoint-dir>/nf4_cache)")
+    parser.add_argument("--save-dir", default=None, help="also time a merged HF checkpoint save into this folder")
+    parser.add_argument("--train-seq-len", type=int, default=512)
+    parser.add_argument("--skip-train", action="store_true", help="skip the forward/backward and train-step phases")
     args = parser.parse_args()
 
+    torch.set_default_dtype(torch.bfloat16)
     shape = {**_COMMON, **_SHAPES["7b"], "num_layers": args.num_layers}
     build = functools.partial(
-        qlora_llama2,
-        ["q_proj", "v_proj", "output_proj"],
-        apply_lora_to_mlp=True,
-        lora_rank=8,
-        lora_alpha=16,
-        **shape,
+        qlora_llama2, ["q_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True, lora_rank=8, lora_alpha=16, **shape
     )
-    print(f"qlora_llama2_7b with {args.num_layers} layers, bf16 default dtype, torch {torch.__version__}")
-    print(f"start: peak RSS {peak_rss_gib():.2f} GiB")
+    print(f"qlora_llama2_7b with {args.num_layers} layers, bf16, torch {torch.__version__}, {torch.get_num_threads()} threads")
 
-    torch.set_default_dtype(torch.bfloat16)
-    start = time.perf_counter()
-    model = build()
-    built = time.perf_counter() - start
-    print(f"build: {built:.1f} s, peak RSS {peak_rss_gib():.2f} GiB, model holds {model_bytes(model) / 2**30:.2f} GiB")
+    ckpt_dir = Path(args.checkpoint_dir)
+    if not (ckpt_dir / "config.json").is_file():
+        with Phase(f"writing random bf16 checkpoint to {ckpt_dir}"):
+            write_random_checkpoint(ckpt_dir, shape)
+    checkpointer = FullModelHFCheckpointer(ckpt_dir, output_dir=args.save_dir or ckpt_dir / "out")
+    cache = nf4_cache_path(Path(args.cache_dir or ckpt_dir / "nf4_cache"), checkpointer.files, {"shape": shape, "dtype": "bf16"})
+    cache.unlink(missing_ok=True)
+
+    with Phase("cold build (meta build + stream checkpoint + quantize to NF4)"):
+        model, _ = build_loaded(build, checkpointer, None)
+    with Phase("writing the NF4 cache"):
+        save_nf4_cache(cache, {k: v for k, v in model.named_parameters() if not is_lora(k)})
+    print(f"  NF4 cache {cache}: {cache.stat().st_size / 2**30:.2f} GiB")
+    del model
+    with Phase("warm build (meta build + NF4 cache)"):
+        model, hit = build_loaded(build, checkpointer, cache)
+    assert hit
+    print(f"  model holds {model_bytes(model) / 2**30:.2f} GiB")
+
+    set_trainable_params(model, get_adapter_params(model))
+    if not args.skip_train:
+        train_phases(model, shape, args.train_seq_len)
 
     if args.save_dir:
-        streaming_save(model, shape, Path(args.save_dir))
+        state = {name: p.detach() for name, p in model.named_parameters()}
+        with Phase("save (merged HF shards + PEFT adapter, streamed)") as phase:
+            path = checkpointer.save_checkpoint({"model": state, "adapter_config": {"r": 8, "lora_alpha": 16}}, epoch=0)
+        written = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        print(f"  wrote {written / 2**30:.2f} GiB to {path} ({written / 2**30 / phase.seconds:.2f} GiB/s)")
 
-    start = time.perf_counter()
-    state = model.state_dict()
-    taken = time.perf_counter() - start
-    state_bytes = sum(v.numel() * v.element_size() for v in state.values())
-    print(f"state_dict: {taken:.1f} s, peak RSS {peak_rss_gib():.2f} GiB, {state_bytes / 2**30:.2f} GiB of plain tensors")
+
+def train_phases(model: torch.nn.Module, shape: dict, seq_len: int) -> None:
+    loss_fn = ChunkedCrossEntropyLoss()
+    generator = torch.Generator().manual_seed(0)
+    with Phase("forward+backward, 1 x 64 tokens"):
+        train_step(model, loss_fn, None, 64, shape["vocab_size"], generator)
+    model.zero_grad(set_to_none=True)
+
+    apply_activation_checkpointing(model, (TransformerDecoderLayer,))
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    for i in range(2):  # the first step also allocates the optimizer state
+        with Phase(f"train step {i + 1}, 1 x {seq_len} tokens, activation checkpointing, AdamW"):
+            loss = train_step(model, loss_fn, optimizer, seq_len, shape["vocab_size"], generator)
+        print(f"  loss {loss:.3f}")
 
 
 if __name__ == "__main__":

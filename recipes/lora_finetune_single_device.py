@@ -17,6 +17,7 @@ from torchtune_lite import config
 from torchtune_lite.modules.peft import LoRALinear, get_adapter_params, get_adapter_state_dict, set_trainable_params
 from torchtune_lite.training.finetune import FinetuneConfig, FinetuneRecipe
 from torchtune_lite.training.output_dir import RECIPE_STATE_FILE
+from torchtune_lite.training.weight_loading import initialize_adapters, load_weights_streaming
 
 
 @dataclass
@@ -31,7 +32,9 @@ class LoRAFinetuneRecipeSingleDevice(FinetuneRecipe):
         model = self.build_model()
         self.load_base_weights(model, may_be_missing=lambda key: "lora_" in key)  # fresh adapters
         if "adapter" in checkpoint:  # resuming
-            model.load_state_dict(checkpoint["adapter"], strict=False)
+            load_weights_streaming(model, checkpoint["adapter"].items(), source="adapter", may_be_missing=lambda key: True)
+        else:
+            initialize_adapters(model, self.seed)
         self.adapter_params = get_adapter_params(model)
         set_trainable_params(model, self.adapter_params)
         return model
@@ -42,7 +45,7 @@ class LoRAFinetuneRecipeSingleDevice(FinetuneRecipe):
     def checkpoint_payload(self) -> dict:
         # Parameters as they are (NF4 weights stay NF4): the checkpointer dequantizes and merges the
         # adapters one tensor at a time while writing, so saving never holds a high-precision model copy.
-        state = {name: param.detach() for name, param in self.model.named_parameters()}
+        state = self.parameters_for_checkpoint()
         lora = next(m for m in self.model.modules() if isinstance(m, LoRALinear))
         adapter_config = {"r": lora.rank, "lora_alpha": lora.alpha, "lora_dropout": self.cfg.model.get("lora_dropout", 0.0)}
         if self.cfg.save_adapter_weights_only:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from dataclasses import dataclass
 from typing import Optional, Sequence
 
 import torch
@@ -89,12 +91,38 @@ def generate(
     return new
 
 
-def generate_text(model: torch.nn.Module, tokenizer, instruction: str, *, max_new_tokens: int = 48, **sampling) -> str:
-    """Formats `instruction` with the same Alpaca template used in training and decodes the answer."""
+@dataclass
+class Completion:
+    """What `complete` returns: the prompt's tokens, the new tokens (EOS included if it stopped there),
+    the decoded answer (without EOS) and the seconds the new tokens took."""
+
+    prompt_tokens: list[int]
+    tokens: list[int]
+    text: str
+    seconds: float
+
+
+def encode_prompt(tokenizer, prompt: str, *, instruct_template: bool = True) -> list[int]:
+    """BOS + `prompt`, wrapped in the Alpaca template exactly as the instruction data sets wrap it in training
+    (`instruct_template=False` for a plain text-completion prompt)."""
     from torchtune_lite.data import format_alpaca_prompt
 
-    prompt = tokenizer.encode(format_alpaca_prompt(instruction), add_bos=True, add_eos=False)
-    new = generate(model, prompt, max_new_tokens=max_new_tokens, stop_tokens=[tokenizer.eos_id], **sampling)
-    if new and new[-1] == tokenizer.eos_id:
-        new = new[:-1]
-    return tokenizer.decode(new)
+    text = format_alpaca_prompt(prompt) if instruct_template else prompt
+    return tokenizer.encode(text, add_bos=True, add_eos=False)
+
+
+def complete(
+    model: torch.nn.Module, tokenizer, prompt: str, *, max_new_tokens: int = 48, instruct_template: bool = True, **sampling
+) -> Completion:
+    """Encodes `prompt` (see `encode_prompt`), generates until EOS or `max_new_tokens`, and decodes."""
+    prompt_tokens = encode_prompt(tokenizer, prompt, instruct_template=instruct_template)
+    start = time.perf_counter()
+    new = generate(model, prompt_tokens, max_new_tokens=max_new_tokens, stop_tokens=[tokenizer.eos_id], **sampling)
+    seconds = time.perf_counter() - start
+    answer = new[:-1] if new and new[-1] == tokenizer.eos_id else new
+    return Completion(prompt_tokens, new, tokenizer.decode(answer), seconds)
+
+
+def generate_text(model: torch.nn.Module, tokenizer, instruction: str, *, max_new_tokens: int = 48, **sampling) -> str:
+    """Formats `instruction` with the same Alpaca template used in training and decodes the answer."""
+    return complete(model, tokenizer, instruction, max_new_tokens=max_new_tokens, **sampling).text

@@ -15,22 +15,25 @@ ASSETS = Path(__file__).resolve().parents[2] / "torchtune_lite" / "assets" / "ti
 TINY = dict(vocab_size=1024, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=64, intermediate_dim=128, max_seq_len=256)
 
 
-@pytest.fixture(scope="session")
-def hf_checkpoint(tmp_path_factory) -> Path:
-    """A random tiny LlamaForCausalLM (GQA) written with `save_pretrained`: the base every recipe test fine-tunes."""
+def save_random_llama(path: Path, shape: dict) -> Path:
+    """A random LlamaForCausalLM (GQA) of `shape` (our builder's names) written with `save_pretrained`."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
     config = LlamaConfig(
-        vocab_size=TINY["vocab_size"], hidden_size=TINY["embed_dim"], intermediate_size=TINY["intermediate_dim"],
-        num_hidden_layers=TINY["num_layers"], num_attention_heads=TINY["num_heads"],
-        num_key_value_heads=TINY["num_kv_heads"], max_position_embeddings=TINY["max_seq_len"],
+        vocab_size=shape["vocab_size"], hidden_size=shape["embed_dim"], intermediate_size=shape["intermediate_dim"],
+        num_hidden_layers=shape["num_layers"], num_attention_heads=shape["num_heads"],
+        num_key_value_heads=shape["num_kv_heads"], max_position_embeddings=shape["max_seq_len"],
         rms_norm_eps=1e-5, tie_word_embeddings=False,
     )
-    model = LlamaForCausalLM(config)
-    path = tmp_path_factory.mktemp("hf_base")
-    model.save_pretrained(path)
+    LlamaForCausalLM(config).save_pretrained(path)
     return path
+
+
+@pytest.fixture(scope="session")
+def hf_checkpoint(tmp_path_factory) -> Path:
+    """The tiny random base every recipe test fine-tunes."""
+    return save_random_llama(tmp_path_factory.mktemp("hf_base"), TINY)
 
 
 def tiny_overrides(checkpoint_dir: Path, output_dir: Path, **extra) -> list[str]:
@@ -66,5 +69,5 @@ def run_tune(*args: str, check: bool = True, timeout: int = 300) -> subprocess.C
 
 
 def read_losses(output_dir: Path) -> list[float]:
-    lines = (output_dir / "logs" / "metrics.jsonl").read_text().splitlines()
-    return [json.loads(line)["loss"] for line in lines]
+    records = [json.loads(line) for line in (output_dir / "logs" / "metrics.jsonl").read_text().splitlines()]
+    return [r["loss"] for r in records if "loss" in r]  # validation lines carry only val_loss

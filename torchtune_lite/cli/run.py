@@ -8,6 +8,7 @@ the one command for one device or many.
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -102,20 +103,37 @@ def _recipe_path(name: str) -> Path:
 
 
 def _launch(launcher: list[str], recipe_path: Path, recipe_args: list[str]) -> None:
+    from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.elastic.rendezvous.api import RendezvousError
     from torch.distributed.run import get_args_parser, run as torchrun
 
     if _single_node(launcher):
         launcher = [*launcher, "--standalone"]
     torchrun_args = get_args_parser().parse_args([*launcher, str(recipe_path), *recipe_args])
+    if "OMP_NUM_THREADS" not in os.environ:
+        # Share the cores among this node's workers (torchrun would otherwise pin each to 1 thread and warn).
+        workers = torchrun_args.nproc_per_node
+        workers = int(workers) if str(workers).isdigit() else 1
+        os.environ["OMP_NUM_THREADS"] = str(max(1, (os.cpu_count() or 1) // workers))
     try:
         torchrun(torchrun_args)
     except ChildFailedError as err:
-        # Each worker has already printed its own error; pass on the first failure's exit code.
-        first = min(err.failures.values(), key=lambda failure: failure.local_rank)
-        code = first.exitcode if first.exitcode > 0 else 128 - first.exitcode  # killed by signal N -> 128+N
+        # Each worker has printed its own error; torchrun stopped the others. Name the rank that failed first.
+        rank, failure = err.get_first_failure()
+        code = failure.exitcode if failure.exitcode > 0 else 128 - failure.exitcode  # killed by signal N -> 128+N
+        how = f"was killed by signal {-failure.exitcode}" if failure.exitcode < 0 else f"exited with code {failure.exitcode}"
+        print(f"error: rank {rank} {how}; the other ranks were stopped (see rank {rank}'s output above)", file=sys.stderr, flush=True)
         sys.exit(code)
-
+    except RendezvousError as err:
+        fail(
+            f"the distributed job could not form ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else 'no detail'}): "
+            "check that every node runs the same command with the same --rdzv-endpoint and --nnodes, and that the endpoint is reachable",
+            code=1,
+        )
+    except SignalException as err:
+        # The workers got the signal too; they finish their step, save and stop. Exit as a signalled process would.
+        sys.exit(128 + int(err.sigval))
 
 def main(args: argparse.Namespace) -> None:
     launcher, rest = split_launcher_args(args.args)

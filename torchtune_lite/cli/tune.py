@@ -1,4 +1,5 @@
-"""`tune`: list, copy, print, validate and run recipes and configs; download weights.
+"""`tune`: list, copy, print, validate and run recipes and configs; download weights; plot runs' curves;
+estimate a config's memory.
 
 Each subcommand lives in its own module with `add_parser(subparsers)` and `main(args)`.
 """
@@ -7,16 +8,16 @@ from __future__ import annotations
 
 import sys
 
-from torchtune_lite.cli import cat, cp, download, ls, run, validate
+from torchtune_lite.cli import cat, cp, download, estimate, ls, plot, run, validate
 from torchtune_lite.cli._errors import ArgumentParser, fail
 from torchtune_lite.config import ConfigError
 
-_SUBCOMMANDS = (ls, cp, cat, validate, run, download)
+_SUBCOMMANDS = (ls, cp, cat, validate, run, download, plot, estimate)
 
 
 def build_parser() -> ArgumentParser:
     parser = ArgumentParser(prog="tune", description="torchtune_lite: LoRA/QLoRA fine-tuning of Llama-2 models")
-    subparsers = parser.add_subparsers(dest="command", required=True, metavar="{ls,cp,cat,validate,run,download}")
+    subparsers = parser.add_subparsers(dest="command", required=True, metavar="{ls,cp,cat,validate,run,download,plot,estimate}")
     for command in _SUBCOMMANDS:
         command.add_parser(subparsers)
     return parser
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     if extra:
         # argparse cannot take positionals after an option (`validate CFG --recipe R a=1`); overrides
         # are the only thing that may land here.
-        if args.command != "validate" or any(token.startswith("-") for token in extra):
+        if args.command not in ("validate", "estimate") or any(token.startswith("-") for token in extra):
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
         args.overrides += extra
     try:

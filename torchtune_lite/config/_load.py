@@ -82,7 +82,7 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
             del parent[leaf]
             continue
         key, sep, raw = token.partition("=")
-        if not sep or not key or any(c.isspace() for c in key):
+        if not sep or not all(key.split(".")) or any(c.isspace() for c in key):
             raise ConfigError(f"bad override '{token}': use key=value, a.b=value or ~key")
         value = _parse_value(raw)
         current = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import errno
 import functools
 import os
 import sys
@@ -15,6 +16,12 @@ from torchtune_lite.config._validate import validate
 # Errors a user causes (a bad path, a bad file, a bad value) print one line; anything else is a bug and
 # keeps its traceback. TUNE_TRACEBACK=1 shows tracebacks for user errors too.
 USER_ERRORS = (ConfigError, FileNotFoundError, FileExistsError, ValueError, PermissionError)
+# A full disk or quota, a file-size limit or a read-only mount is the machine's state, not a bug: one line too.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
+
+
+def is_user_error(err: BaseException) -> bool:
+    return isinstance(err, USER_ERRORS) or (isinstance(err, OSError) and err.errno in _DISK_ERRNOS)
 
 
 _RECIPE_USAGE = "usage: <recipe> --config <name|path> [key=value ...]"
@@ -50,8 +57,8 @@ def run_reporting_errors(fn: Callable[[], None]) -> None:
     """Runs `fn`; a user error becomes one `error:` line on stderr and exit 2 (config) or 1 (other)."""
     try:
         fn()
-    except USER_ERRORS as err:
-        if os.environ.get("TUNE_TRACEBACK"):
+    except Exception as err:
+        if not is_user_error(err) or os.environ.get("TUNE_TRACEBACK"):
             raise
         message = str(err).splitlines()[0] if str(err) else type(err).__name__
         print(f"error: {message}", file=sys.stderr, flush=True)

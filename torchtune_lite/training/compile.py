@@ -7,7 +7,9 @@ The cost shows up in the first training step (its tokens/s and wall time); later
 
 import os
 import shutil
+from typing import Optional
 
+import torch
 from torch import nn
 
 
@@ -18,10 +20,11 @@ def _check_cpu_compiler() -> None:
         raise RuntimeError("compile=True on CPU needs a C++ compiler (g++ or clang++): install one or set compile=False")
 
 
-def compile_model(model: nn.Module, layer_types: tuple[type, ...]) -> int:
+def compile_model(model: nn.Module, layer_types: tuple[type, ...], device: Optional[torch.device] = None) -> int:
     """Compiles each matching layer in place with `nn.Module.compile`; returns how many.
 
     Apply activation checkpointing first: the compiled call then traces the checkpointed forward.
+    `device` is where the model will run, if its parameters are not there yet (e.g. built on meta).
     Raises ValueError if no layer matches (compile=True would otherwise silently do nothing).
     """
     layer_types = layer_types if isinstance(layer_types, tuple) else (layer_types,)
@@ -29,7 +32,7 @@ def compile_model(model: nn.Module, layer_types: tuple[type, ...]) -> int:
     if not layers:
         names = ", ".join(t.__name__ for t in layer_types)
         raise ValueError(f"compile found no {names} in {type(model).__name__}: pass the model's layer class or set compile=False")
-    if any(p.device.type == "cpu" for p in model.parameters()):
+    if (device is not None and torch.device(device).type == "cpu") or any(p.device.type == "cpu" for p in model.parameters()):
         _check_cpu_compiler()
     for layer in layers:
         layer.compile()

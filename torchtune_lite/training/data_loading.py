@@ -8,11 +8,21 @@ order past the consumed batches. The samples are re-read by the loader but not u
 tokenization stay identical to the uninterrupted run. Resume with the same seed, batch_size and world_size.
 """
 
+import functools
 import itertools
 from typing import Any, Callable, Iterator, Optional
 
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
+
+
+def collate_for(packed: bool, pad_id: int) -> Callable:
+    """The batch collator for a data set: packed samples keep their block-causal masks; others are padded."""
+    from torchtune_lite.data import padded_collate_packed, padded_collate_sft
+
+    if packed:
+        return padded_collate_packed
+    return functools.partial(padded_collate_sft, padding_idx=pad_id)
 
 
 def build_dataloader(

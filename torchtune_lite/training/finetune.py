@@ -14,22 +14,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
 
+import psutil
 import torch
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from torchtune_lite import config
 from torchtune_lite.config import Component
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
 from torchtune_lite.training.compile import compile_loss, compile_model
-from torchtune_lite.training.data_loading import build_dataloader
+from torchtune_lite.training.data_loading import build_dataloader, collate_for
 from torchtune_lite.training.device import get_device
+from torchtune_lite.training.distributed import broadcast_object
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
 from torchtune_lite.training.memory import format_memory_stats, get_memory_stats
-from torchtune_lite.training.metric_logging import StdoutLogger
+from torchtune_lite.training.optimizer_state import load_optimizer_state, optimizer_state_for_checkpoint
+from torchtune_lite.training.metric_logging import StdoutLogger, scrub_secrets
 from torchtune_lite.training.output_dir import RECIPE_STATE_FILE, find_latest_checkpoint, prepare_output_dir
 from torchtune_lite.training.precision import get_dtype, set_default_dtype
 from torchtune_lite.training.seed import get_rng_state, set_rng_state, set_seed
+from torchtune_lite.training.nf4_cache import load_weights_with_nf4_cache, nf4_cache_path
 from torchtune_lite.training.weight_loading import load_weights_streaming
 from torchtune_lite.training.train_loop import LoopSettings, NonFiniteLossError, Progress, TrainingInterrupted, TrainLoop
 
@@ -47,6 +51,9 @@ class FinetuneConfig:
     optimizer: Component
     output_dir: str
     loss: Optional[Component] = None
+    dataset_val: Optional[Component] = None  # held-out data: `val_loss` is logged beside `loss`
+    run_val_every_n_steps: Optional[int] = None  # None: validate once, after the last step
+    max_val_batches: Optional[int] = None
     lr_scheduler: Optional[Component] = None
     metric_logger: Optional[Component] = None
     seed: Optional[int] = None
@@ -61,12 +68,20 @@ class FinetuneConfig:
     overwrite_output_dir: bool = False
     compile: bool = False
     device: str = "auto"
-    dtype: str = "bf16"
+    dtype: str = "auto"
     enable_activation_checkpointing: bool = False
     log_every_n_steps: int = 1
     log_peak_memory_stats: bool = True
+    log_memory_estimate: bool = True  # print `tune estimate`'s breakdown at setup and set it beside the peak
     generate_after_training: Optional[str] = None
     max_new_tokens: int = 48
+    nf4_cache_dir: Optional[str] = None  # keep the quantized base here and reuse it on the next run (one device)
+
+
+def _is_peer_failure(err: RuntimeError) -> bool:
+    """A collective that failed because another rank hung (timeout) or died (its connection closed)."""
+    text = str(err)
+    return any(sign in text for sign in ("Timed out", "timed out", "Connection closed by peer", "Connection reset by peer"))
 
 
 class FinetuneRecipe:
@@ -97,31 +112,34 @@ class FinetuneRecipe:
         except NonFiniteLossError as err:
             self.print(f"error: {err}", error=True)
             sys.exit(1)
+        except RuntimeError as err:
+            if self.world_size == 1 or not _is_peer_failure(err):
+                raise
+            print(
+                f"error: rank {self.rank}: another rank stopped answering ({str(err).splitlines()[0][-120:]}): it hung or "
+                "died (see its output); raise collective_timeout_seconds if a step legitimately takes longer",
+                file=sys.stderr, flush=True,
+            )
+            sys.exit(1)
         finally:
             self.cleanup()
 
     def setup(self) -> None:
         cfg = self.cfg
+        runtime_rss = psutil.Process().memory_info().rss  # what this process holds before the run allocates
         self.seed = set_seed(cfg.seed)
-        resume_dir = self._find_resume_dir()
         if self.is_rank_zero:
-            prepare_output_dir(self.output_dir, resume=resume_dir is not None, overwrite=cfg.overwrite_output_dir)
-        self.metric_logger = config.instantiate(cfg.metric_logger) if cfg.metric_logger else StdoutLogger()
-        if self.is_rank_zero:
-            self.metric_logger.log_config(cfg)
+            # First, so a checkpoint that a killed save had moved aside is back before we look for the latest.
+            prepare_output_dir(self.output_dir, resume=cfg.resume_from_checkpoint, overwrite=cfg.overwrite_output_dir)
+        resume_dir = broadcast_object(self._find_resume_dir() if self.is_rank_zero else None)
 
         self.checkpointer = self._build_checkpointer(resume_dir)
         # Model weights are streamed into the built model (see load_base_weights), not loaded here.
         checkpoint = self.checkpointer.load_checkpoint(include_model=False)
         self.tokenizer = config.instantiate(cfg.tokenizer)
 
-        with set_default_dtype(self.dtype), self.device:
-            self.model = self.setup_model(checkpoint)
+        self.model = self.setup_model(checkpoint)
         self._check_tokenizer_fits_model()
-        if cfg.enable_activation_checkpointing:
-            apply_activation_checkpointing(self.model, (TransformerDecoderLayer,))
-        if cfg.compile:
-            compile_model(self.model, (TransformerDecoderLayer,))
         self.print(f"Model ready on {self.device} in {self.dtype}. Memory: {format_memory_stats(get_memory_stats(self.device))}")
 
         self.dataset = config.instantiate(cfg.dataset, self.tokenizer)
@@ -135,6 +153,27 @@ class FinetuneRecipe:
             world_size=self.world_size,
         )
 
+        self.val_dataloader = None
+        if cfg.dataset_val:
+            self.val_dataloader, _ = build_dataloader(
+                config.instantiate(cfg.dataset_val, self.tokenizer),
+                batch_size=cfg.batch_size,
+                shuffle=False,
+                seed=self.seed,
+                collate_fn=self.collate_fn(),
+                drop_last=False,  # every held-out sample counts (ranks pad with repeats to equal shares)
+                rank=self.rank,
+                world_size=self.world_size,
+            )
+
+        # The estimate is for one device; a sharded run's per-rank share is not modelled yet.
+        self.memory_estimate = self._estimate_memory(runtime_rss) if cfg.log_memory_estimate and self.world_size == 1 else None
+
+        # Logs start only once the checkpoint and data have proven readable: bad input leaves nothing behind.
+        self.metric_logger = config.instantiate(cfg.metric_logger) if cfg.metric_logger else StdoutLogger()
+        if self.is_rank_zero:
+            self.metric_logger.log_config(cfg)
+
         self.optimizer = config.instantiate(cfg.optimizer, self.trainable_params())
         settings = LoopSettings(
             epochs=cfg.epochs,
@@ -144,6 +183,8 @@ class FinetuneRecipe:
             log_every_n_steps=cfg.log_every_n_steps,
             save_every_n_steps=cfg.save_every_n_steps,
             log_peak_memory_stats=cfg.log_peak_memory_stats,
+            run_val_every_n_steps=cfg.run_val_every_n_steps,
+            max_val_batches=cfg.max_val_batches,
         )
         self.lr_scheduler = None
         if cfg.lr_scheduler:
@@ -173,22 +214,27 @@ class FinetuneRecipe:
             progress=self.progress,
             is_rank_zero=self.is_rank_zero,
             world_size=self.world_size,
+            val_dataloader=self.val_dataloader,
         )
 
     def train(self) -> None:
         self.loop.run()
-        self.print(f"Training done. Peak memory: {format_memory_stats(get_memory_stats(self.device))}")
+        peak = get_memory_stats(self.device)
+        self.print(f"Training done. Peak memory: {format_memory_stats(peak)}")
+        if self.memory_estimate is not None:
+            self.print(self.memory_estimate.compare(peak))
         if self.cfg.generate_after_training and self.is_rank_zero:
             self.show_generation(self.cfg.generate_after_training)
 
     def save_checkpoint(self, progress: Progress, end_of_epoch: bool) -> None:
         """Writes `epoch_N` (end of an epoch) or `step_N`; the recipe state goes last, so a
         checkpoint without it is incomplete and never resumed from."""
+        self._check_trainable_params_finite(progress)
         payload = self.checkpoint_payload()
         payload["recipe_state"] = {
             "progress": progress.state_dict(),
             "seed": self.seed,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": optimizer_state_for_checkpoint(self.model, self.optimizer),
             "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else None,
             "rng": get_rng_state(),
         }
@@ -197,6 +243,24 @@ class FinetuneRecipe:
             step = None if end_of_epoch else progress.global_step
             path = self.checkpointer.save_checkpoint(payload, epoch=progress.epoch - int(end_of_epoch), step=step)
             self.print(f"Checkpoint saved to {path}")
+        self.after_save()
+
+    def _check_trainable_params_finite(self, progress: Progress) -> None:
+        # A finite loss can still come with an update that overflowed the weights (e.g. a huge learning
+        # rate): saving them would make the newest checkpoint unusable. The ranks agree on the answer.
+        finite = torch.ones((), device=self.device)
+        for param in self.trainable_params():
+            local = param.to_local() if hasattr(param, "to_local") else param
+            if not bool(torch.isfinite(local).all()):
+                finite.zero_()
+                break
+        if self.world_size > 1:
+            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
+        if not bool(finite):
+            raise NonFiniteLossError(
+                f"the weights became NaN or inf at step {progress.global_step} (epoch {progress.epoch + 1}); not saving "
+                "them, the last good checkpoint stays: lower the learning rate, use dtype=fp32, or check the data"
+            )
 
     def cleanup(self) -> None:
         logger = getattr(self, "metric_logger", None)
@@ -212,28 +276,53 @@ class FinetuneRecipe:
 
     def checkpoint_payload(self) -> dict:
         """What goes into a checkpoint besides the recipe state: by default the whole model."""
-        return {"model": self.model.state_dict()}
+        return {"model": self.parameters_for_checkpoint()}
+
+    def parameters_for_checkpoint(self) -> dict[str, torch.Tensor]:
+        """Every parameter, whole, by name, as stored (NF4 stays NF4: the checkpointer converts one tensor
+        at a time while writing). The distributed recipe gathers them to rank 0 instead."""
+        return {name: param.detach() for name, param in self.model.named_parameters()}
 
     def collate_fn(self):
-        from torchtune_lite.data import padded_collate_packed, padded_collate_sft
+        return collate_for(bool(getattr(self.cfg.dataset, "packed", False)), self.tokenizer.pad_id)
 
-        if getattr(self.cfg.dataset, "packed", False):
-            return padded_collate_packed
-        return lambda batch: padded_collate_sft(batch, padding_idx=self.tokenizer.pad_id)
+    def model_build_device(self) -> torch.device:
+        """Where the model's parameters are first created (the distributed recipe builds on meta)."""
+        return self.device
+
+    def place_model(self, model: torch.nn.Module) -> None:
+        """Puts the built model where it trains; on one device it already is (see the distributed recipe)."""
+
+    def after_save(self) -> None:
+        """Runs on every rank once rank 0 has written a checkpoint."""
 
     # ------------------------------------------------------------------ mechanics
     def build_model(self) -> torch.nn.Module:
-        return config.instantiate(self.cfg.model)
+        """The model component in the run's dtype, with activation checkpointing and per-layer compile
+        applied as configured, placed by `place_model`. Weights are not loaded yet."""
+        with set_default_dtype(self.dtype), self.model_build_device():
+            model = config.instantiate(self.cfg.model)
+        if self.cfg.enable_activation_checkpointing:
+            apply_activation_checkpointing(model, (TransformerDecoderLayer,))
+        if self.cfg.compile:
+            compile_model(model, (TransformerDecoderLayer,), device=self.device)
+        self.place_model(model)
+        return model
 
     def print(self, message: str, error: bool = False) -> None:
         if self.is_rank_zero:
             print(message, file=sys.stderr if error else sys.stdout, flush=True)
 
     def load_base_weights(self, model: torch.nn.Module, may_be_missing=lambda key: False) -> None:
-        """Streams the checkpoint's weights into `model` one tensor at a time."""
-        load_weights_streaming(
-            model, self.checkpointer.iter_model(), source=str(self.cfg.checkpointer.checkpoint_dir), may_be_missing=may_be_missing
-        )
+        """Streams the checkpoint's weights into `model` one tensor at a time, or, with `nf4_cache_dir`, copies
+        the quantized base a run of the same checkpoint and model config saved there (see nf4_cache)."""
+        source = str(self.cfg.checkpointer.checkpoint_dir)
+        if self.cfg.nf4_cache_dir is None or self.world_size > 1:
+            load_weights_streaming(model, self.checkpointer.iter_model(), source=source, may_be_missing=may_be_missing)
+            return
+        key = {"model": OmegaConf.to_container(self.cfg.model, resolve=True), "dtype": str(self.dtype)}
+        cache = nf4_cache_path(self.cfg.nf4_cache_dir, self.checkpointer.weight_files(), key)
+        load_weights_with_nf4_cache(model, self.checkpointer.iter_model, cache, source=source, may_be_missing=may_be_missing)
 
     def _steps_per_epoch(self, settings: LoopSettings) -> int:
         steps = len(self.dataloader) // settings.gradient_accumulation_steps
@@ -264,10 +353,22 @@ class FinetuneRecipe:
 
     def _restore_recipe_state(self, state: dict) -> None:
         self.progress.load_state_dict(state["progress"])
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         set_rng_state(state["rng"])
+
+    def _estimate_memory(self, runtime_rss: int):
+        """`tune estimate` for this run, batches as long as the longest of (up to) the first 512 samples."""
+        from torchtune_lite.training.memory_estimate import estimate_memory
+
+        if getattr(self.cfg.dataset, "packed", False):
+            seq_len = None  # packed batches are always max_seq_len long
+        else:
+            seq_len = max(len(self.dataset[i]["tokens"]) for i in range(min(len(self.dataset), 512)))
+        estimate = estimate_memory(self.cfg, seq_len=seq_len, runtime_baseline=runtime_rss)
+        self.print(estimate.table())
+        return estimate
 
     def _check_tokenizer_fits_model(self) -> None:
         vocab = self.model.tok_embeddings.num_embeddings
@@ -281,4 +382,4 @@ class FinetuneRecipe:
         from torchtune_lite.generation import generate_text
 
         text = generate_text(self.model, self.tokenizer, prompt, max_new_tokens=self.cfg.max_new_tokens)
-        self.print(f"\nPrompt: {prompt}\nGeneration: {text}\n")
+        self.print(f"\nPrompt: {scrub_secrets(prompt)}\nGeneration: {scrub_secrets(text)}\n")

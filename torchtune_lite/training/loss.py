@@ -11,6 +11,14 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+IGNORE_INDEX = -100
+
+
+def shift_labels(labels: torch.Tensor) -> torch.Tensor:
+    """labels: [b, s] -> [b, s]. Position i predicts token i+1: drop the first label, pad the end with IGNORE_INDEX."""
+    pad = torch.full_like(labels[:, :1], IGNORE_INDEX)
+    return torch.cat([labels[:, 1:], pad], dim=1)
+
 
 def _chunk_loss_sum(output: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
     """hidden: [b, c, d], labels: [b, c] -> summed fp32 cross-entropy over the non-ignored tokens."""

@@ -56,6 +56,11 @@ def _scrub(value: Any, secrets: list[str]) -> Any:
     return value
 
 
+def scrub_secrets(text: str) -> str:
+    """`text` with any credential found in the environment (W&B, HF, cloud keys...) replaced by <redacted>."""
+    return _scrub(text, _environment_secrets())
+
+
 def redact(cfg: Any, _secrets: Optional[list[str]] = None) -> Any:
     """A plain-container copy of `cfg` (resolved if an OmegaConf config) with credentials replaced."""
     secrets = _environment_secrets() if _secrets is None else _secrets
@@ -179,7 +184,8 @@ class WandBLogger(MetricLogger):
 
     def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
         if self._run is not None:
-            self._run.log({**{k: _plain(v) for k, v in payload.items()}, "step": int(step)})
+            secrets = _environment_secrets()
+            self._run.log({**{k: _scrub(_plain(v), secrets) for k, v in payload.items()}, "step": int(step)})
 
     def log_config(self, cfg: DictConfig) -> None:
         if self._run is not None:

@@ -1,6 +1,7 @@
 """Training dtypes."""
 
 import contextlib
+import warnings
 from typing import Iterator, Optional
 
 import torch
@@ -8,20 +9,42 @@ import torch
 _DTYPES = {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp32": torch.float32, "float32": torch.float32}
 
 
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether `device` computes bf16 matmuls natively: CUDA GPUs that support bf16, and CPUs with
+    AVX512-BF16 or AMX (oneDNN's bf16 kernels). Elsewhere torch emulates bf16 GEMMs, 10-100x slower than fp32."""
+    device = torch.device(device)
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        # The check torch's own CPU matmul dispatch uses to pick oneDNN's bf16 kernels (no public equivalent).
+        return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    return True
+
+
 def get_dtype(name: Optional[str], device: torch.device) -> torch.dtype:
-    """The parameter/compute dtype for `name` ("bf16", the default when None, or "fp32") on `device`.
+    """The parameter/compute dtype for `name` on `device`: "bf16", "fp32", or "auto" (the default when None):
+    bf16 where the device computes it natively (see `has_fast_bf16`), else fp32.
 
     fp16 is refused: without loss scaling its gradients underflow, and bf16 has fp32's range on every GPU
-    that supports it. bf16 on CUDA is checked against the device; CPU always supports it.
+    that supports it. bf16 on CUDA is checked against the device; on a CPU without native bf16 it is
+    allowed (it halves memory) with a warning that it is slow.
     """
-    name = "bf16" if name is None else str(name).lower()
+    name = "auto" if name is None else str(name).lower()
     if name in ("fp16", "float16", "half"):
-        raise ValueError(f"dtype={name} is not supported for training (fp16 needs loss scaling): use dtype=bf16 or dtype=fp32")
+        raise ValueError(f"dtype={name} is not supported for training (fp16 needs loss scaling): use dtype=bf16, fp32 or auto")
+    if name == "auto":
+        return torch.bfloat16 if has_fast_bf16(device) else torch.float32
     if name not in _DTYPES:
-        raise ValueError(f"dtype={name} is not a training dtype: use dtype=bf16 or dtype=fp32")
+        raise ValueError(f"dtype={name} is not a training dtype: use dtype=bf16, fp32 or auto")
     dtype = _DTYPES[name]
     if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"dtype=bf16 but {torch.cuda.get_device_name(device)} does not support bf16: use dtype=fp32")
+    if dtype == torch.bfloat16 and device.type == "cpu" and not has_fast_bf16(device):
+        warnings.warn(
+            "dtype=bf16 on a CPU without native bf16 (no AVX512-BF16 or AMX): matmuls will be many times slower "
+            "than fp32; dtype=auto picks fp32 here",
+            stacklevel=2,
+        )
     return dtype
 
 

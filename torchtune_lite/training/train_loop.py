@@ -19,11 +19,11 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from torchtune_lite.training.data_loading import epoch_batches
+from torchtune_lite.training.distributed import max_over_ranks
+from torchtune_lite.training.evaluation import evaluate_loss
+from torchtune_lite.training.loss import IGNORE_INDEX, shift_labels  # noqa: F401 (IGNORE_INDEX re-exported)
 from torchtune_lite.training.gradients import clip_grad_norm_, scale_grads
 from torchtune_lite.training.memory import get_memory_stats
-
-IGNORE_INDEX = -100
-
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
@@ -46,6 +46,8 @@ class LoopSettings:
     log_every_n_steps: int = 1
     save_every_n_steps: Optional[int] = None
     log_peak_memory_stats: bool = True
+    run_val_every_n_steps: Optional[int] = None  # also after the last step; None: only after the last step
+    max_val_batches: Optional[int] = None
 
 
 @dataclass
@@ -63,12 +65,6 @@ class Progress:
         self.epoch, self.step_in_epoch, self.global_step = (
             int(state["epoch"]), int(state["step_in_epoch"]), int(state["global_step"])
         )
-
-
-def shift_labels(labels: torch.Tensor) -> torch.Tensor:
-    """Position i predicts token i+1: drop the first label and pad the end with the ignore index."""
-    pad = torch.full_like(labels[:, :1], IGNORE_INDEX)
-    return torch.cat([labels[:, 1:], pad], dim=1)
 
 
 class TrainLoop:
@@ -91,16 +87,19 @@ class TrainLoop:
         progress: Optional[Progress] = None,
         is_rank_zero: bool = True,
         world_size: int = 1,
+        val_dataloader: Optional[Iterable] = None,
     ) -> None:
         self.model, self.loss_fn = model, loss_fn
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
         self.dataloader, self.sampler = dataloader, sampler
+        self.val_dataloader = val_dataloader
         self.trainable_params = trainable_params
         self.device, self.settings = device, settings
         self.metric_logger, self.save_checkpoint = metric_logger, save_checkpoint
         self.progress = progress or Progress()
         self.is_rank_zero, self.world_size = is_rank_zero, world_size
         self._signal = None
+        self._stop_agreed = False
         self.loss_history: list[float] = []
 
     @property
@@ -183,7 +182,7 @@ class TrainLoop:
                     "grad_norm": grad_norm,
                 }
                 if s.log_peak_memory_stats:
-                    metrics.update(get_memory_stats(self.device))
+                    metrics.update(max_over_ranks(get_memory_stats(self.device), self.device))
                 if self.is_rank_zero:
                     self.metric_logger.log_dict(metrics, step=step)
             loss_sum.zero_()
@@ -191,19 +190,42 @@ class TrainLoop:
             t0 = time.perf_counter()
 
             last_step = self.progress.step_in_epoch == self.steps_per_epoch
-            if self._signal is not None:
+            if self._stop_agreed:
                 self.save_checkpoint(self.progress, False)
-                raise TrainingInterrupted(self._signal)
+                raise TrainingInterrupted(self._signal or signal.SIGTERM)
+            every = s.run_val_every_n_steps
+            final = last_step and self.progress.epoch + 1 == s.epochs
+            if self.val_dataloader is not None and ((every and step % every == 0) or final):
+                self.log_validation(step)
             if s.save_every_n_steps and step % s.save_every_n_steps == 0 and not last_step:
                 self.save_checkpoint(self.progress, False)
 
-    def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+    def validation_loss(self) -> float:
+        """Token-weighted mean loss over the validation loader, over all ranks' tokens."""
+        result = evaluate_loss(
+            self.model, self.val_dataloader, device=self.device, loss_fn=self.loss_fn, max_batches=self.settings.max_val_batches
+        )
+        if self.world_size == 1:
+            return result.loss
+        stats = torch.tensor([result.loss * result.num_tokens, result.num_tokens], dtype=torch.float64, device=self.device)
+        dist.all_reduce(stats)
+        return float(stats[0] / stats[1])
+
+    def log_validation(self, step: int) -> None:
+        val_loss = self.validation_loss()
+        if self.is_rank_zero:
+            self.metric_logger.log_dict({"val_loss": val_loss}, step=step)
+
+    def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
         labels = shift_labels(batch.pop("labels"))
         tokens = batch.pop("tokens")
         hidden = self.model(tokens, mask=batch.get("mask"), input_pos=batch.get("input_pos"), return_hidden=True)
         output = getattr(self.model, "output")
-        loss_sum, num_tokens = self.loss_fn(hidden, output, labels)
+        return self.loss_fn(hidden, output, labels)
+
+    def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        loss_sum, num_tokens = self._loss(batch)
         # Unnormalized backward: gradients are divided by the step's token count in _optimizer_step,
         # so every token weighs the same however tokens are spread over micro-batches (and ranks).
         loss_sum.backward()
@@ -211,10 +233,15 @@ class TrainLoop:
 
     def _optimizer_step(self, loss_sum: torch.Tensor, num_tokens: torch.Tensor) -> tuple[float, float, int]:
         if self.world_size > 1:
-            # FSDP averages gradients over ranks; undo that so we divide by the global token count.
-            stats = torch.stack([loss_sum.float(), num_tokens.float()])
+            # FSDP averages gradients over ranks; undo that so we divide by the global token count. A stop
+            # signal rides along, so every rank stops (and saves) after the same step.
+            stop = torch.tensor(float(self._signal is not None), device=loss_sum.device)
+            stats = torch.stack([loss_sum.float(), num_tokens.float(), stop])
             dist.all_reduce(stats)
             loss_sum, num_tokens = stats[0], stats[1]
+            self._stop_agreed = bool(stats[2] > 0)
+        else:
+            self._stop_agreed = self._signal is not None
         total = max(int(num_tokens.item()), 1)
         loss = loss_sum.item() / total
         if not torch.isfinite(torch.tensor(loss)):

@@ -3,6 +3,7 @@
 `model.load_state_dict(full_dict)` needs every tensor in memory at once: for a 7B QLoRA model that is
 13 GB of bf16 on top of the 3.5 GB NF4 model. Streaming the checkpoint instead (each tensor copied, or
 quantized by `LoRALinear`'s load hook, then dropped) keeps the peak near the final model plus one tensor.
+The same path fills a model sharded with FSDP2: each rank keeps only its own shard of every tensor.
 """
 
 from __future__ import annotations
@@ -11,6 +12,10 @@ from typing import Callable, Iterable
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor
+
+from torchtune_lite.modules.peft import LoRALinear
+from torchtune_lite.training.distributed import shard_full_tensor
 
 
 def load_weights_streaming(
@@ -36,7 +41,7 @@ def load_weights_streaming(
                 f"checkpoint {source}: {key} has shape {list(value.shape)} but the model expects "
                 f"{list(expected[key])}: the model's config does not match these weights"
             )
-        model.load_state_dict({key: value}, strict=False, assign=False)
+        assign_full_tensor(model, key, value)
         loaded.add(key)
         del value
     missing = sorted(k for k in expected if k not in loaded and not may_be_missing(k))
@@ -45,6 +50,30 @@ def load_weights_streaming(
             f"checkpoint {source} lacks {len(missing)} weight(s) of the model, e.g. {missing[:3]}: "
             "check checkpointer.checkpoint_files lists every shard"
         )
+
+
+def assign_full_tensor(model: nn.Module, key: str, value: torch.Tensor) -> None:
+    """Sets parameter or buffer `key` from the whole tensor `value`: copied in place (NF4 targets are quantized
+    by their load hook), or, for an FSDP2-sharded parameter, replaced by this rank's shard of `value`."""
+    try:
+        current = model.get_parameter(key)
+    except AttributeError:  # a buffer
+        current = None
+    if isinstance(current, DTensor):
+        # FSDP2 picks up the new sharded parameter at its lazy init (before the first forward).
+        model.load_state_dict({key: shard_full_tensor(value, current)}, strict=False, assign=True)
+    else:
+        model.load_state_dict({key: value}, strict=False, assign=False)
+
+
+def initialize_adapters(model: nn.Module, seed: int) -> None:
+    """Fresh LoRA adapters drawn from one generator seeded with `seed`, module by module, so a run starts from
+    the same adapters on one device or sharded over any number of ranks."""
+    generator = torch.Generator().manual_seed(seed)
+    for prefix, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            for name, value in module.initial_adapter_state(generator).items():
+                assign_full_tensor(model, f"{prefix}.{name}" if prefix else name, value)
 
 
 def _is_persistent(model: nn.Module, name: str) -> bool:

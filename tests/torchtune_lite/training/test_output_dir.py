@@ -63,3 +63,17 @@ def test_latest_checkpoint_needs_recipe_state(tmp_path):
     (tmp_path / "step_30").write_text("a file, not a dir")
     assert find_latest_checkpoint(tmp_path) == tmp_path / "step_10"
     assert [p.name for p in checkpoint_dirs(tmp_path)] == ["epoch_0", "step_10"]
+
+
+def test_prepare_tidies_what_a_killed_save_left(tmp_path):
+    _checkpoint(tmp_path, "step_2")
+    _checkpoint(tmp_path, ".step_4.tmp-0123abcd", complete=False)  # killed while filling it
+    _checkpoint(tmp_path, ".epoch_0.old-89abcdef")  # killed between moving epoch_0 aside and renaming the new one in
+    _checkpoint(tmp_path, "step_6")
+    _checkpoint(tmp_path, ".step_6.old-fedcba98")  # killed after the new step_6 was in place
+    (tmp_path / ".config.json.tmp-00112233").write_text("half")
+    (tmp_path / ".hidden-notes").write_text("not ours")
+    tidied = prepare_output_dir(tmp_path, resume=True, overwrite=False)
+    assert sorted(tidied) == [".config.json.tmp-00112233", ".epoch_0.old-89abcdef", ".step_4.tmp-0123abcd", ".step_6.old-fedcba98"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden-notes", "epoch_0", "step_2", "step_6"]
+    assert (tmp_path / "epoch_0" / RECIPE_STATE_FILE).is_file()  # the moved-aside copy is back

@@ -8,10 +8,19 @@ CPU = torch.device("cpu")
 
 @pytest.mark.parametrize(
     "name, dtype",
-    [("bf16", torch.bfloat16), ("fp32", torch.float32), ("BF16", torch.bfloat16), ("float32", torch.float32), (None, torch.bfloat16)],
+    [("bf16", torch.bfloat16), ("fp32", torch.float32), ("BF16", torch.bfloat16), ("float32", torch.float32)],
 )
+@pytest.mark.filterwarnings("ignore:dtype=bf16 on a CPU without native bf16")
 def test_names(name, dtype):
     assert get_dtype(name, CPU) is dtype
+
+
+@pytest.mark.parametrize("name", [None, "auto", "AUTO"])
+def test_auto_is_bf16_only_where_the_cpu_computes_it_natively(name):
+    # Independent check: oneDNN's bf16 GEMM needs AVX512-BF16 or AMX, which the kernel lists in cpuinfo.
+    flags = open("/proc/cpuinfo").read() if __import__("os").path.exists("/proc/cpuinfo") else ""
+    native = any(flag in flags.split() for flag in ("avx512_bf16", "amx_bf16"))
+    assert get_dtype(name, CPU) is (torch.bfloat16 if native else torch.float32)
 
 
 @pytest.mark.parametrize("name", ["fp16", "float16", "half"])
@@ -21,7 +30,7 @@ def test_fp16_is_refused_with_a_reason(name):
 
 
 def test_unknown_name():
-    with pytest.raises(ValueError, match="dtype=int8 is not a training dtype: use dtype=bf16 or dtype=fp32"):
+    with pytest.raises(ValueError, match="dtype=int8 is not a training dtype: use dtype=bf16, fp32 or auto"):
         get_dtype("int8", CPU)
 
 

@@ -79,10 +79,23 @@ class LoRALinear(nn.Module):
         if self.quantize_base:
             self.register_load_state_dict_pre_hook(_quantize_incoming_weight)
 
-    def initialize_lora_parameters(self) -> None:
+    def initialize_lora_parameters(self, generator: Optional[torch.Generator] = None) -> None:
         """lora_a: Kaiming-uniform (nn.Linear's default); lora_b: zeros, so the adapter starts as a no-op."""
-        nn.init.kaiming_uniform_(self.lora_a.weight, a=math.sqrt(5))
-        nn.init.zeros_(self.lora_b.weight)
+        if self.lora_a.weight.is_meta:
+            return  # a meta-device model gets its values when it is materialized (see initial_adapter_state)
+        with torch.no_grad():
+            for name, value in self.initial_adapter_state(generator).items():
+                self.get_parameter(name).copy_(value)
+
+    def initial_adapter_state(self, generator: Optional[torch.Generator] = None) -> dict[str, torch.Tensor]:
+        """Fresh full-size adapter values on CPU in fp32, drawn from `generator` (the global RNG if None).
+
+        Recipes draw them from one seeded generator, module by module, so a run starts from the same
+        adapters however the model is placed (one device, or sharded over ranks).
+        """
+        lora_a = torch.empty(self.rank, self.in_dim, dtype=torch.float32, device="cpu")
+        nn.init.kaiming_uniform_(lora_a, a=math.sqrt(5), generator=generator)
+        return {"lora_a.weight": lora_a, "lora_b.weight": torch.zeros(self.out_dim, self.rank)}
 
     def adapter_params(self) -> list[str]:
         """Names (relative to this module) of the trainable adapter parameters."""

@@ -3,17 +3,21 @@
 Every file goes to a temporary name in its destination folder, is flushed and fsynced, then
 `os.replace`d into place (atomic on POSIX), and the folder is fsynced so the rename survives a power
 cut. A checkpoint folder is filled under a hidden temporary name and renamed to `epoch_N`/`step_N`
-only once every file is in it, so a reader never sees half a checkpoint.
+only once every file is in it, so a reader never sees half a checkpoint. A process killed half way
+leaves only hidden `.name.tmp-*` / `.name.old-*` entries, which `clean_stale_staging` tidies at the
+start of the next run.
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno as errno_codes
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Optional
 
 from torchtune_lite.training.checkpointing._errors import CheckpointWriteError
 
@@ -46,16 +50,45 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except OSError as err:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
-        raise CheckpointWriteError(
-            err.errno, f"could not write checkpoint file {path}: {err.strerror or err}; free disk space "
-            "or fix permissions in the output folder and save again"
+        os_error = _os_error_behind(err)
+        if os_error is None:
+            raise
+        raise _write_error(
+            f"could not write checkpoint file {path}: {os_error.strerror or os_error}; free disk space or fix "
+            "permissions in the output folder and save again", os_error.errno
         ) from err
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     fsync_dir(path.parent)
+
+
+def _write_error(message: str, code: Optional[int]) -> CheckpointWriteError:
+    # Built from the message alone so it prints as one plain line (OSError(errno, text) adds "[Errno N]").
+    err = CheckpointWriteError(message)
+    err.errno = code
+    return err
+
+
+_RUST_IO_ERROR = re.compile(r"\(os error (\d+)\)")
+
+
+def _os_error_behind(err: BaseException) -> Optional[OSError]:
+    """The operating-system error that made a write fail, if that is what happened.
+
+    Writers report a full disk in their own ways: Python raises `OSError`; `torch.save` into a Python
+    file raises a RuntimeError whose context is the `OSError`; Rust writers (safetensors) put
+    "(os error 28)" in the message."""
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        if isinstance(err, OSError):
+            return err
+        match = _RUST_IO_ERROR.search(str(err))
+        if match:
+            code = int(match.group(1))
+            return OSError(code, os.strerror(code) if code in errno_codes.errorcode else str(err))
+        err = err.__cause__ or err.__context__
+    return None
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -94,6 +127,42 @@ def staged_dir(final: Path) -> Iterator[Path]:
         fsync_dir(final.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
+    except CheckpointWriteError as err:
+        shutil.rmtree(stage, ignore_errors=True)
+        # Name the file by where it was going (`epoch_0/...`), not by the staging folder just deleted.
+        raise _write_error(str(err).replace(str(stage), str(final)), err.errno) from err
     except BaseException:
         shutil.rmtree(stage, ignore_errors=True)
         raise
+
+
+_STAGING_ENTRY = re.compile(r"^\.(?P<name>.+)\.(?P<kind>tmp|old)-[0-9a-f]{8}$")
+
+
+def clean_stale_staging(folder: Path) -> list[str]:
+    """Tidies what a killed save left in `folder`.
+
+    `.name.tmp-*` entries are half-written and are deleted. `.name.old-*` is a complete earlier copy of
+    `name` moved aside by `staged_dir` just before the new copy was renamed in: if the process died
+    between the two renames `name` is missing, and the old copy is put back; otherwise it is deleted.
+    Returns the names removed or restored. Call it only when no other process is saving into `folder`.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    tidied = []
+    for entry in sorted(folder.iterdir()):
+        match = _STAGING_ENTRY.match(entry.name)
+        if match is None:
+            continue
+        final = folder / match["name"]
+        if match["kind"] == "old" and not final.exists():
+            os.replace(entry, final)
+        elif entry.is_dir():
+            shutil.rmtree(entry)
+        else:
+            entry.unlink()
+        tidied.append(entry.name)
+    if tidied:
+        fsync_dir(folder)
+    return tidied

@@ -52,11 +52,6 @@ def to_cpu_plain(value: torch.Tensor) -> torch.Tensor:
     return _dequantize(value.detach()).to("cpu")
 
 
-def tensor_nbytes(value: torch.Tensor) -> int:
-    """Bytes the tensor takes once written (an NF4Tensor reports its original dtype and shape)."""
-    return value.numel() * value.dtype.itemsize
-
-
 class CheckpointerBase:
     """Shared constructor checks, adapter/recipe-state loading, and the staged save."""
 
@@ -112,6 +107,10 @@ class CheckpointerBase:
         raise NotImplementedError
 
     def iter_model(self) -> Iterator[tuple[str, torch.Tensor]]:
+        raise NotImplementedError
+
+    def weight_files(self) -> list[Path]:
+        """The files `iter_model` reads (for cache keys)."""
         raise NotImplementedError
 
     def load_adapter(self, path: Path) -> dict[str, torch.Tensor]:
@@ -202,12 +201,12 @@ class CheckpointerBase:
 
         def produce() -> torch.Tensor:
             weight = to_cpu_plain(value)
-            if a is not None and b is not None:  # W + (alpha / r) * B @ A, computed in fp32
-                delta = to_cpu_plain(b).float() @ to_cpu_plain(a).float()
-                weight = (weight.float() + scale * delta).to(weight.dtype)
+            if a is not None and b is not None:  # W + (alpha / r) * B @ A in fp32, as one GEMM (no separate delta)
+                weight = torch.addmm(weight.float(), to_cpu_plain(b).float(), to_cpu_plain(a).float(), alpha=scale).to(weight.dtype)
             return weight
 
-        return self.model_tensor_to_write(key, tensor_nbytes(value), produce)
+        # An NF4Tensor reports its original shape and dtype, which is what the producer returns.
+        return self.model_tensor_to_write(key, tuple(value.shape), value.dtype, produce)
 
     def _complete_adapter_config(self, adapter: dict, config: Optional[dict]) -> dict:
         config = dict(config or {})
@@ -247,7 +246,8 @@ class CheckpointerBase:
         return ADAPTER_CONFIG_FILE
 
     # subclass hooks
-    def model_tensor_to_write(self, key: str, nbytes: int, produce) -> Optional[TensorToWrite]:
+    def model_tensor_to_write(self, key: str, shape: tuple[int, ...], dtype: torch.dtype, produce) -> Optional[TensorToWrite]:
+        """How our-key tensor `key` (`produce()` returns it, of `shape` and `dtype`) goes into the file; None to skip it."""
         raise NotImplementedError
 
     def write_model(self, stage: Path, tensors: list[TensorToWrite]) -> list[str]:
@@ -291,4 +291,4 @@ class CheckpointerBase:
             raise CheckpointFormatError(f"{source}: keys {extra[:3]} are beyond the config's {self.shape.num_layers} layers: use the matching config")
 
 
-__all__ = ["CheckpointerBase", "to_cpu_plain", "tensor_nbytes", "ADAPTER_DIR", "ADAPTER_WEIGHTS_FILE", "ADAPTER_CONFIG_FILE"]
+__all__ = ["CheckpointerBase", "to_cpu_plain", "ADAPTER_DIR", "ADAPTER_WEIGHTS_FILE", "ADAPTER_CONFIG_FILE"]

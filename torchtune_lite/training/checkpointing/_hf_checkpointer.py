@@ -130,6 +130,9 @@ class FullModelHFCheckpointer(CheckpointerBase):
         self.check_state_dict(state, str(self.checkpoint_dir))
         return state
 
+    def weight_files(self) -> list[Path]:
+        return list(self.files)
+
     def iter_model(self) -> Iterator[tuple[str, torch.Tensor]]:
         """(our key, tensor) pairs, read one at a time, so a caller can copy (or quantize) each into the
         model and drop it before the next: the whole high-precision model is never in memory at once."""
@@ -163,13 +166,14 @@ class FullModelHFCheckpointer(CheckpointerBase):
         return fn(value, heads)
 
     # ------------------------------------------------------------------ saving
-    def model_tensor_to_write(self, key: str, nbytes: int, produce) -> Optional[TensorToWrite]:
+    def model_tensor_to_write(self, key: str, shape: tuple[int, ...], dtype: torch.dtype, produce) -> Optional[TensorToWrite]:
         if key == "output.weight" and self.shape.tie_word_embeddings:
             return None  # HF ties lm_head to embed_tokens itself
         heads = rotary_heads(key, self.shape)
         if heads is None:
-            return TensorToWrite(HF_KEYS.to_theirs(key), nbytes, produce)
-        return TensorToWrite(HF_KEYS.to_theirs(key), nbytes, lambda: interleaved_to_hf(produce(), heads))
+            return TensorToWrite(HF_KEYS.to_theirs(key), shape, dtype, produce)
+        # the q/k row permutation keeps shape and dtype
+        return TensorToWrite(HF_KEYS.to_theirs(key), shape, dtype, lambda: interleaved_to_hf(produce(), heads))
 
     def write_model(self, stage: Path, tensors: list[TensorToWrite]) -> list[str]:
         return write_sharded(stage, tensors, self.max_shard_size, safetensors=self.safe_serialization)
@@ -183,6 +187,6 @@ class FullModelHFCheckpointer(CheckpointerBase):
                 out = to_cpu_plain(value)
                 return interleaved_to_hf(out, heads) if heads is not None else out
 
-            tensors.append(TensorToWrite(lora_key_to_hf(key), 0, produce))
+            tensors.append(TensorToWrite(lora_key_to_hf(key), tuple(value.shape), value.dtype, produce))
         write_safetensors(stage / ADAPTER_WEIGHTS_FILE, tensors)
         return [ADAPTER_WEIGHTS_FILE, self.write_adapter_config(stage, config)]

@@ -64,6 +64,9 @@ class FullModelMetaCheckpointer(CheckpointerBase):
         self.check_state_dict(state, str(self.file))
         return state
 
+    def weight_files(self) -> list[Path]:
+        return [self.file]
+
     def iter_model(self) -> Iterator[tuple[str, torch.Tensor]]:
         """(our key, tensor) pairs; the .pth is memory-mapped, so only what the caller keeps is resident."""
         for meta_key, value in load_torch_file(self.file).items():
@@ -71,8 +74,8 @@ class FullModelMetaCheckpointer(CheckpointerBase):
             if key is not None:
                 yield key, value
 
-    def model_tensor_to_write(self, key: str, nbytes: int, produce) -> Optional[TensorToWrite]:
-        return TensorToWrite(META_KEYS.to_theirs(key), nbytes, produce)
+    def model_tensor_to_write(self, key: str, shape: tuple[int, ...], dtype: torch.dtype, produce) -> Optional[TensorToWrite]:
+        return TensorToWrite(META_KEYS.to_theirs(key), shape, dtype, produce)
 
     def write_model(self, stage: Path, tensors: list[TensorToWrite]) -> list[str]:
         # One file by definition of the layout, so the whole model is materialized at once here.
@@ -80,6 +83,6 @@ class FullModelMetaCheckpointer(CheckpointerBase):
         return [META_WEIGHTS_FILE]
 
     def write_adapter(self, stage: Path, adapter: dict, config: dict) -> list[str]:
-        tensors = [TensorToWrite(k, 0, lambda v=v: to_cpu_plain(v)) for k, v in adapter.items()]
+        tensors = [TensorToWrite(k, tuple(v.shape), v.dtype, lambda v=v: to_cpu_plain(v)) for k, v in adapter.items()]
         write_safetensors(stage / ADAPTER_WEIGHTS_FILE, tensors)
         return [ADAPTER_WEIGHTS_FILE, self.write_adapter_config(stage, config)]

@@ -24,7 +24,14 @@ RECIPE_STATE_FILE = "recipe_state.pt"
 
 def save_recipe_state(path: Path, state: dict[str, Any]) -> None:
     """Write `state` to `path` atomically (temp file, fsync, rename)."""
-    atomic_write(Path(path), lambda tmp: torch.save(state, tmp))
+    atomic_write(Path(path), lambda tmp: _torch_save(state, tmp))
+
+
+def _torch_save(state: dict[str, Any], tmp: Path) -> None:
+    # Through a Python file object: a full disk then surfaces as the OSError behind torch's error
+    # (saving to a path reports only "unexpected pos"), so the failure names its cause.
+    with open(tmp, "wb") as f:
+        torch.save(state, f)
 
 
 def load_recipe_state(path: Path) -> dict[str, Any]:

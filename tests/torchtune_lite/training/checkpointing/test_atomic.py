@@ -26,17 +26,17 @@ def test_disk_full_mid_save_keeps_previous_checkpoint(hf_tools, tmp_path, monkey
     before = _snapshot(first)
     assert len([n for n in before if n.name.startswith("model-")]) > 1
 
-    real_save, calls = _safetensors_io.save_file, []
+    real_write, calls = _safetensors_io._stream_to_file, []
 
-    def save_then_run_out_of_space(tensors, filename, metadata=None):
+    def write_then_run_out_of_space(filename, header, tensors):
         calls.append(filename)
         if len(calls) == 2:  # second shard: leave a partial file behind, like a full disk does
             with open(filename, "wb") as f:
                 f.write(b"\0" * 100)
             raise OSError(errno.ENOSPC, "No space left on device")
-        real_save(tensors, filename, metadata=metadata)
+        real_write(filename, header, tensors)
 
-    monkeypatch.setattr(_safetensors_io, "save_file", save_then_run_out_of_space)
+    monkeypatch.setattr(_safetensors_io, "_stream_to_file", write_then_run_out_of_space)
     with pytest.raises(CheckpointWriteError, match=r"model-00002-of-\d+\.safetensors.*No space left") as info:
         ckpt.save_checkpoint({**state, "recipe_state": {"step": torch.tensor(2)}}, epoch=target_epoch)
     assert info.value.errno == errno.ENOSPC

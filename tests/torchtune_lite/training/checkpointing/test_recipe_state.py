@@ -1,12 +1,17 @@
 from __future__ import annotations
 
+import errno
+import io
+
 import pytest
 import torch
 
 from torchtune_lite.training.checkpointing import (
     RECIPE_STATE_FILE,
     CheckpointFormatError,
+    CheckpointWriteError,
     FullModelHFCheckpointer,
+    _recipe_state,
     load_recipe_state,
     save_recipe_state,
 )
@@ -51,3 +56,17 @@ def test_resume_reads_checkpoint_written_last_with_its_files(hf_tools, tmp_path)
     (path / written[0]).unlink()
     with pytest.raises(CheckpointFormatError, match="gone from"):
         FullModelHFCheckpointer(src, None, "LLAMA2", out_dir, recipe_checkpoint=path / RECIPE_STATE_FILE).load_checkpoint()
+
+
+def test_full_disk_names_the_file_and_leaves_nothing(tmp_path, monkeypatch):
+    class FullDisk(io.FileIO):
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+    # torch.save reports the writer's failure as a RuntimeError; the OSError behind it must still surface.
+    monkeypatch.setattr(_recipe_state, "open", lambda path, mode: FullDisk(path, "w"), raising=False)
+    path = tmp_path / RECIPE_STATE_FILE
+    with pytest.raises(CheckpointWriteError, match=f"could not write checkpoint file {path}: No space left on device") as info:
+        save_recipe_state(path, {"step": torch.tensor(1)})
+    assert info.value.errno == errno.ENOSPC and str(info.value).startswith("could not write")
+    assert list(tmp_path.iterdir()) == []

@@ -1,0 +1,86 @@
+"""The memory estimate's deterministic properties; its accuracy against measured peaks is checked by hand
+with benchmarks/memory_estimate.py (a measurement, not a unit test)."""
+
+import pytest
+import torch
+
+from torchtune_lite import config
+from torchtune_lite._torchao import NF4Tensor
+from torchtune_lite.training.memory_estimate import build_meta_model, estimate_memory, weight_bytes
+from torchtune_lite.training.precision import set_default_dtype
+
+PARTS = ["NF4 weights", "high-precision weights", "adapters", "gradients", "optimizer states", "activations",
+         "loss and dequant buffers", "CPU allocator retention", "runtime baseline (measured)"]
+
+
+def _estimate(name: str, *overrides: str):
+    cfg = config.load_config(name, ["device=cpu", "dtype=fp32", *overrides])
+    return estimate_memory(cfg, seq_len=64, runtime_baseline=300 * 2**20)
+
+
+def test_breakdown_parts_sum_to_the_total_and_follow_the_config():
+    est = _estimate("tiny/lora", "batch_size=2")
+    assert list(est.parts) == PARTS
+    assert est.total == sum(est.parts.values())
+    assert est.parts["runtime baseline (measured)"] == 300 * 2**20
+    assert est.parts["gradients"] == est.parts["adapters"] > 0  # only the adapters train, in fp32
+    assert est.parts["optimizer states"] == 2 * est.parts["adapters"]  # AdamW: exp_avg and exp_avg_sq
+    assert "total" in est.table() and "activation checkpointing off" in est.table()
+    # activations grow with the batch
+    assert _estimate("tiny/lora", "batch_size=4").parts["activations"] == pytest.approx(2 * est.parts["activations"], rel=0.01)
+
+
+def test_meta_count_equals_the_real_models_bytes():
+    cfg = config.load_config("tiny/qlora", ["dtype=fp32"])
+    counted = weight_bytes(build_meta_model(cfg, torch.float32))
+    with set_default_dtype(torch.float32):
+        real = config.instantiate(cfg.model)
+    nf4 = sum(getattr(p, n).nbytes for p in real.parameters() if isinstance(p, NF4Tensor) for n in p.__tensor_flatten__()[0])
+    assert counted["NF4 weights"] == nf4 > 0
+    plain = sum(p.nbytes for p in real.parameters() if not isinstance(p, NF4Tensor))
+    assert counted["high-precision weights"] + counted["adapters"] == plain
+
+
+def test_qlora_weighs_less_than_lora_and_checkpointing_lowers_activations():
+    lora, qlora = _estimate("tiny/lora"), _estimate("tiny/qlora")
+    weights = lambda e: e.parts["NF4 weights"] + e.parts["high-precision weights"]  # noqa: E731
+    assert weights(qlora) < 0.3 * weights(lora)
+    assert qlora.parts["adapters"] == lora.parts["adapters"]
+    with_ac = _estimate("tiny/qlora", "enable_activation_checkpointing=True")
+    assert with_ac.parts["activations"] < 0.5 * qlora.parts["activations"]
+    assert with_ac.activation_checkpointing and with_ac.total < qlora.total
+
+
+def test_7b_qlora_weights():
+    # All attention projections adapted (so all linears NF4): Llama-2-7B in 4 bits is about 3.5-4 GB.
+    cfg = config.load_config("7B_qlora", ["model.lora_attn_modules=[q_proj,k_proj,v_proj,output_proj]"])
+    weights = weight_bytes(build_meta_model(cfg, torch.bfloat16))
+    linear_params = 32 * (4 * 4096 * 4096 + 3 * 4096 * 11008)
+    assert weights["NF4 weights"] == pytest.approx(linear_params * (0.5 + 1 / 64), rel=1e-3)
+    assert weights["high-precision weights"] == pytest.approx((2 * 32000 * 4096 + 65 * 4096) * 2, rel=1e-3)  # embeddings, output, norms
+    assert 3.5e9 < weights["NF4 weights"] + weights["high-precision weights"] < 4.0e9
+    # The shipped config leaves k_proj un-adapted, hence in bf16.
+    shipped = weight_bytes(build_meta_model(config.load_config("7B_qlora"), torch.bfloat16))
+    assert shipped["high-precision weights"] - weights["high-precision weights"] == 32 * 4096 * 4096 * 2
+
+
+def test_cpu_terms_only_on_cpu():
+    cfg = config.load_config("tiny/qlora", ["device=cuda", "dtype=bf16"])
+    est = estimate_memory(cfg, seq_len=64)
+    assert "runtime baseline (measured)" not in est.parts and "CPU allocator retention" not in est.parts
+    assert est.dtype == torch.bfloat16
+    cpu = _estimate("tiny/qlora")
+    assert cpu.parts["CPU allocator retention"] == cpu.parts["activations"] + cpu.parts["loss and dequant buffers"]
+
+
+def test_tune_estimate_prints_the_table(capsys):
+    from torchtune_lite.cli import tune
+
+    tune.main(["estimate", "--config", "tiny/qlora", "--seq-len", "64", "device=cpu", "batch_size=2"])
+    out = capsys.readouterr().out
+    assert "batch 2 x 64 tokens" in out and "NF4 weights" in out and "runtime baseline (measured)" in out
+    baseline_mib = float(out.split("runtime baseline (measured)")[1].split("MiB")[0].replace(",", ""))
+    assert 100 < baseline_mib < 2000  # a Python + torch process, measured
+    with pytest.raises(SystemExit):
+        tune.main(["estimate", "--config", "tiny/qlora", "--seq-len", "0"])
+    assert capsys.readouterr().err.startswith("error: --seq-len 0")

@@ -1,0 +1,54 @@
+"""Loss and perplexity of a model on a data set, with the training loop's label shifting and chunked loss."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Iterable, Optional
+
+import torch
+
+from torchtune_lite.training.loss import ChunkedCrossEntropyLoss, shift_labels
+
+
+@dataclass
+class EvalResult:
+    loss: float  # mean cross-entropy per trained-on token (nats)
+    num_tokens: int
+    num_batches: int
+
+    @property
+    def perplexity(self) -> float:
+        return math.exp(self.loss) if self.loss < 700 else float("inf")
+
+
+@torch.no_grad()  # not inference_mode: FSDP2 reuses its all-gather buffers in the training steps that follow
+def evaluate_loss(
+    model: torch.nn.Module,
+    batches: Iterable[dict[str, torch.Tensor]],
+    *,
+    device: torch.device,
+    loss_fn: Optional[torch.nn.Module] = None,
+    max_batches: Optional[int] = None,
+) -> EvalResult:
+    """Token-weighted mean loss over `batches` (collated `tokens`/`labels` [b, s], optional `mask`, `input_pos`),
+    every token weighing the same as in training. The model is left in the mode it was in."""
+    loss_fn = loss_fn or ChunkedCrossEntropyLoss()
+    was_training = model.training
+    model.eval()
+    loss_sum, tokens, count = 0.0, 0, 0
+    try:
+        for batch in batches:
+            if max_batches is not None and count >= max_batches:
+                break
+            batch = {k: v.to(device) for k, v in batch.items()}
+            hidden = model(batch["tokens"], mask=batch.get("mask"), input_pos=batch.get("input_pos"), return_hidden=True)
+            batch_loss, batch_tokens = loss_fn(hidden, model.output, shift_labels(batch["labels"]))
+            loss_sum += float(batch_loss)
+            tokens += int(batch_tokens)
+            count += 1
+    finally:
+        model.train(was_training)
+    if tokens == 0:
+        raise ValueError("the evaluation data has no tokens to score (every label is masked): check the data set and train_on_input")
+    return EvalResult(loss_sum / tokens, tokens, count)

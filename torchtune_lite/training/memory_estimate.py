@@ -1,0 +1,284 @@
+"""How much memory a fine-tuning config will need, worked out before anything is allocated.
+
+The model is built on the meta device (so a 70B config costs nothing), which gives the exact bytes of
+every parameter, NF4 ones included. Activations come from one forward pass on meta tensors with a
+saved-tensors hook that adds up, storage by storage, what autograd keeps for backward; with activation
+checkpointing the same pass sees only each layer's input, and backward adds one layer's recomputation.
+
+On CPU the measured figure is the process's peak resident set, which also holds the Python/torch runtime
+(300-400 MB before any tensor; `measure_runtime_baseline` measures it in a fresh interpreter) and the
+blocks glibc keeps after a step frees them (a fitted term: one more step's transient tensors); both are
+added, so the total compares with what the recipe prints as `rss peak` (within 11% on the tiny LoRA and
+QLoRA runs, with and without activation checkpointing). On CUDA the measured figure is the allocator's
+peak, and neither is added.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+from omegaconf import DictConfig
+
+from torchtune_lite import config
+from torchtune_lite._torchao import NF4Tensor
+from torchtune_lite.modules.peft import LoRALinear
+from torchtune_lite.modules.peft.nf4 import nf4_block_sizes
+from torchtune_lite.modules.transformer import TransformerDecoderLayer
+from torchtune_lite.training.activations import apply_activation_checkpointing
+from torchtune_lite.training.precision import get_dtype, set_default_dtype
+
+_MIB = 1024**2
+_GIB = 1024**3
+# Optimizer states per trainable parameter, each in the parameter's dtype (torch creates them with zeros_like).
+_STATES_PER_PARAM = {"AdamW": 2, "Adam": 2, "SGD": 1}
+# Live activation gradients while backward runs through one layer, relative to that layer's saved
+# activations (an assumption: about as many gradient bytes as the layer saved).
+_BACKWARD_WORKSPACE = 1.0
+
+
+@dataclass
+class MemoryEstimate:
+    """Bytes per part of a run's peak memory. `total` is their sum."""
+
+    device_type: str
+    dtype: torch.dtype
+    batch_size: int
+    seq_len: int
+    activation_checkpointing: bool
+    parts: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def total(self) -> int:
+        return sum(self.parts.values())
+
+    def table(self) -> str:
+        """The breakdown as an aligned text table in MiB and GiB."""
+        header = (
+            f"Memory estimate: {self.device_type}, {str(self.dtype).removeprefix('torch.')}, batch {self.batch_size} x "
+            f"{self.seq_len} tokens, activation checkpointing {'on' if self.activation_checkpointing else 'off'}"
+        )
+        width = max(len(name) for name in [*self.parts, "total"])
+        rows = [f"  {name:<{width}}  {size / _MIB:>12,.1f} MiB  {size / _GIB:>8.2f} GiB" for name, size in self.parts.items()]
+        rule = "  " + "-" * (width + 32)
+        rows += [rule, f"  {'total':<{width}}  {self.total / _MIB:>12,.1f} MiB  {self.total / _GIB:>8.2f} GiB"]
+        return "\n".join([header, *rows])
+
+    def compare(self, measured: dict[str, float]) -> str:
+        """One line setting the estimate beside a measured peak from `get_memory_stats` (GiB figures)."""
+        key = "rss_peak" if self.device_type == "cpu" else "peak_memory_active"
+        if key not in measured:
+            return f"memory estimate {self.total / _GIB:.2f} GiB (no measured {key})"
+        peak = measured[key]
+        return f"memory estimate {self.total / _GIB:.2f} GiB vs measured {key} {peak:.2f} GiB ({(self.total / _GIB - peak) / peak:+.0%})"
+
+
+def estimate_memory(
+    cfg: DictConfig, *, seq_len: Optional[int] = None, runtime_baseline: Optional[int] = None
+) -> MemoryEstimate:
+    """The peak memory a fine-tuning run of `cfg` (a resolved recipe config) should reach, part by part.
+
+    `seq_len` is the padded batch length (default: the tokenizer's `max_seq_len`, the longest a batch can
+    be; pass `longest_sample(cfg)` for unpacked data shorter than that). `runtime_baseline` is the CPU
+    runtime's resident bytes (default: `measure_runtime_baseline()`); ignored on CUDA.
+    """
+    device_type = _device_type(str(cfg.get("device", "auto")))
+    dtype = _dtype(cfg.get("dtype", "auto"), device_type)
+    batch_size = int(cfg.get("batch_size", 1))
+    if seq_len is None:
+        seq_len = _max_seq_len(cfg)
+    ac = bool(cfg.get("enable_activation_checkpointing", False))
+
+    model = build_meta_model(cfg, dtype)
+    weights = weight_bytes(model)
+    trainable = weights["adapters"] if weights["adapters"] else weights["high-precision weights"]
+    states = _STATES_PER_PARAM.get(str(cfg.optimizer._component_).rsplit(".", 1)[-1], 2)
+
+    parts = {
+        "NF4 weights": weights["NF4 weights"],
+        "high-precision weights": weights["high-precision weights"],
+        "adapters": weights["adapters"],
+        "gradients": trainable,
+        "optimizer states": states * trainable,
+        "activations": activation_bytes(model, batch_size, seq_len, checkpointed=ac),
+        "loss and dequant buffers": _working_buffers(cfg, model, batch_size, seq_len, dtype),
+    }
+    if device_type == "cpu":
+        # glibc keeps the freed blocks of one step's transient tensors resident while the next step allocates
+        # its own (batch shapes change from step to step, so blocks are rarely reused in place): about one more
+        # step's activations and working buffers. Fitted on the tiny runs of benchmarks/memory_estimate.py.
+        parts["CPU allocator retention"] = parts["activations"] + parts["loss and dequant buffers"]
+        parts["runtime baseline (measured)"] = measure_runtime_baseline() if runtime_baseline is None else runtime_baseline
+    return MemoryEstimate(device_type, dtype, batch_size, seq_len, ac, parts)
+
+
+def build_meta_model(cfg: DictConfig, dtype: torch.dtype) -> torch.nn.Module:
+    """The config's model on the meta device in `dtype`, trainable parameters marked as the recipe marks them
+    (only the LoRA adapters when there are any, else everything).
+
+    A QLoRA component is built with `quantize_base=False` (quantizing, even on meta, takes seconds per 7B
+    model); `weight_bytes` then counts the NF4 size of each base weight that would have been quantized,
+    which `model.nf4_requested` records."""
+    nf4 = _requests_nf4(cfg.model)
+    with set_default_dtype(dtype), torch.device("meta"):
+        model = config.instantiate(cfg.model, **({"quantize_base": False} if nf4 else {}))
+    model.nf4_requested = nf4
+    has_lora = any(isinstance(m, LoRALinear) for m in model.modules())
+    for name, param in model.named_parameters():
+        param.requires_grad_(not has_lora or "lora_" in name)
+    return model
+
+
+def _requests_nf4(model_cfg: DictConfig) -> bool:
+    if "quantize_base" in model_cfg:
+        return bool(model_cfg.quantize_base)
+    builder = config.import_component(model_cfg._component_)
+    return bool(getattr(builder, "keywords", {}).get("quantize_base", False))  # e.g. a functools.partial
+
+
+def activation_bytes(model: torch.nn.Module, batch_size: int, seq_len: int, *, checkpointed: bool) -> int:
+    """Bytes autograd keeps for backward after one forward of `[batch_size, seq_len]` tokens, plus, for
+    backward, the live activation gradients (and with `checkpointed`, one layer's recomputed activations).
+    Applies activation checkpointing to `model` when `checkpointed`."""
+    saved = _saved_by_forward(model, batch_size, seq_len)
+    num_layers = sum(isinstance(m, TransformerDecoderLayer) for m in model.modules())
+    if not checkpointed:
+        return int(saved * (1 + _BACKWARD_WORKSPACE / max(num_layers, 1)))
+    apply_activation_checkpointing(model, (TransformerDecoderLayer,))
+    saved_with_ac = _saved_by_forward(model, batch_size, seq_len)
+    per_layer = (saved - saved_with_ac) / max(num_layers, 1)
+    return int(saved_with_ac + per_layer * (1 + _BACKWARD_WORKSPACE))
+
+
+def _saved_by_forward(model: torch.nn.Module, batch_size: int, seq_len: int) -> int:
+    """Distinct storages saved for backward by one forward on meta tensors (shared storages count once)."""
+    sizes: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        if not isinstance(tensor, NF4Tensor) and not isinstance(tensor, torch.nn.Parameter):
+            storage = tensor.untyped_storage()
+            sizes[storage._cdata] = storage.nbytes()  # _cdata: a storage's identity; meta tensors have no data_ptr
+        return tensor
+
+    tokens = torch.zeros(batch_size, seq_len, dtype=torch.long, device="meta")
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(tokens, return_hidden=True)
+    params = {p.untyped_storage()._cdata for p in model.parameters() if not isinstance(p, NF4Tensor)}
+    return sum(size for key, size in sizes.items() if key not in params)
+
+
+def weight_bytes(model: torch.nn.Module) -> dict[str, int]:
+    """Bytes of the model's NF4 weights, other frozen or trained high-precision weights, and LoRA adapters."""
+    out = {"NF4 weights": 0, "high-precision weights": 0, "adapters": 0}
+    nf4_weights = {id(m.weight) for m in model.modules() if isinstance(m, LoRALinear) and getattr(model, "nf4_requested", False)}
+    for name, param in model.named_parameters():
+        if isinstance(param, NF4Tensor):
+            inner, _ = param.__tensor_flatten__()
+            out["NF4 weights"] += sum(getattr(param, n).nbytes for n in inner)
+        elif id(param) in nf4_weights and nf4_block_sizes(param.numel()) is not None:
+            out["NF4 weights"] += nf4_bytes(param.numel(), param.element_size())
+        elif "lora_" in name:
+            out["adapters"] += param.nbytes
+        else:
+            out["high-precision weights"] += param.nbytes
+    return out
+
+
+def nf4_bytes(numel: int, element_size: int) -> int:
+    """Bytes of an NF4Tensor of `numel` weights in torchao's layout: 4-bit codes, an int8 scale per block,
+    and, in the original dtype (`element_size` bytes), a factor per scaler block, the mean and the 16-entry code table."""
+    block, scaler_block = nf4_block_sizes(numel)
+    blocks = numel // block
+    return numel // 2 + blocks + element_size * (blocks // scaler_block + 1 + 16)
+
+
+def _working_buffers(cfg: DictConfig, model: torch.nn.Module, batch_size: int, seq_len: int, dtype: torch.dtype) -> int:
+    """Transient tensors beside the activations: one chunk of fp32 logits and its gradient in the chunked
+    loss, and the largest NF4 weight dequantized (with its gradient path) in a QLoRA linear."""
+    loss_cfg = cfg.get("loss") or {}
+    chunks = int(loss_cfg.get("num_output_chunks", 8))
+    vocab = model.output.out_features if hasattr(model.output, "out_features") else model.output.weight.shape[0]
+    logits = 2 * batch_size * math.ceil(seq_len / chunks) * vocab * 4
+    dequant = max(_nf4_weight_sizes(model), default=0) * _element_size(dtype)
+    return logits + 2 * dequant
+
+
+def _nf4_weight_sizes(model: torch.nn.Module) -> list[int]:
+    if not getattr(model, "nf4_requested", False):
+        return []
+    return [m.weight.numel() for m in model.modules() if isinstance(m, LoRALinear) and nf4_block_sizes(m.weight.numel())]
+
+
+def _dequantized_nf4_bytes(model: torch.nn.Module, dtype: torch.dtype) -> int:
+    return sum(_nf4_weight_sizes(model)) * _element_size(dtype)
+
+
+def _element_size(dtype: torch.dtype) -> int:
+    return torch.empty((), dtype=dtype, device="meta").element_size()
+
+
+def longest_sample(cfg: DictConfig) -> int:
+    """The padded batch length the config's data set reaches: `max_seq_len` when packed, else its longest
+    sample (tokenizes the data set, as the recipe does)."""
+    if cfg.dataset.get("packed", False):
+        return _max_seq_len(cfg)
+    tokenizer = config.instantiate(cfg.tokenizer)
+    dataset = config.instantiate(cfg.dataset, tokenizer)
+    return max(len(dataset[i]["tokens"]) for i in range(len(dataset)))
+
+
+@functools.lru_cache(maxsize=1)
+def measure_runtime_baseline() -> int:
+    """Peak resident bytes of a fresh interpreter that imports what a recipe imports and runs three training
+    steps of a toy QLoRA model (which loads torch's CPU kernels, starts its thread pool and the autograd
+    engine): the part of a CPU run's `rss_peak` that does not grow with the model."""
+    code = (
+        "import resource, torch\n"
+        "import torchtune_lite.training.finetune, torchtune_lite.datasets\n"
+        "from torchtune_lite.models.llama2 import qlora_llama2\n"
+        "from torchtune_lite.training.loss import ChunkedCrossEntropyLoss\n"
+        "model = qlora_llama2(lora_attn_modules=['q_proj', 'v_proj'], apply_lora_to_mlp=True, lora_rank=4, lora_alpha=8.0,\n"
+        "    vocab_size=256, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=64, intermediate_dim=128, max_seq_len=64)\n"
+        "adapters = [p for n, p in model.named_parameters() if 'lora_' in n]\n"
+        "for n, p in model.named_parameters(): p.requires_grad_('lora_' in n)\n"
+        "optimizer, loss_fn = torch.optim.AdamW(adapters, fused=True), ChunkedCrossEntropyLoss()\n"
+        "for _ in range(3):\n"
+        "    tokens = torch.randint(0, 256, (2, 32))\n"
+        "    loss_fn(model(tokens, return_hidden=True), model.output, tokens)[0].backward()\n"
+        "    optimizer.step(); optimizer.zero_grad()\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    kib = int(proc.stdout.strip().splitlines()[-1])
+    return kib if sys.platform == "darwin" else kib * 1024
+
+
+def _max_seq_len(cfg: DictConfig) -> int:
+    length = cfg.tokenizer.get("max_seq_len")
+    if length is None:
+        length = cfg.model.get("max_seq_len")
+    if length is None:
+        raise ValueError("the config sets neither tokenizer.max_seq_len nor model.max_seq_len: pass seq_len to the estimate")
+    return int(length)
+
+
+def _device_type(name: str) -> str:
+    name = name.strip().lower()
+    if name == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cpu" or name.startswith("cuda"):
+        return name.split(":")[0]
+    raise ValueError(f"device={name} is not supported: use auto, cpu, cuda or cuda:N")
+
+
+def _dtype(name, device_type: str) -> torch.dtype:
+    # Estimating for a GPU from a machine without one: "auto" there means bf16 (every GPU we target has it).
+    if device_type == "cuda" and not torch.cuda.is_available():
+        name = "bf16" if name in (None, "auto") else name
+        return get_dtype(name, torch.device("cpu")) if str(name).lower() not in ("bf16", "bfloat16") else torch.bfloat16
+    return get_dtype(name, torch.device(device_type))
