@@ -47,8 +47,9 @@ from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
 from torchtune_lite.training.checkpointing._convert_weights import HF_KEYS, ModelShape
 from torchtune_lite.training.checkpointing._safetensors_io import TensorToWrite, write_sharded
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
-from torchtune_lite.training.nf4_cache import load_weights_with_nf4_cache, nf4_cache_path, nf4_from_fields, save_nf4_cache
-from torchtune_lite.training.weight_loading import initialize_adapters, load_weights_streaming
+from torchtune_lite.training.precision import get_dtype
+from torchtune_lite.training.nf4_cache import load_weights_with_nf4_cache, nf4_cache_path, save_nf4_cache
+from torchtune_lite.training.weight_loading import allocate_empty, initialize_adapters, load_weights_streaming
 
 
 def reset_peak_rss() -> None:
@@ -121,32 +122,12 @@ def write_random_checkpoint(folder: Path, shape: dict) -> None:
 
 
 def build_empty(build) -> torch.nn.Module:
-    """The model built on the meta device (no init, no quantization of random weights), then given
-    uninitialized CPU storage (NF4 weights included) and its RoPE cache: every weight is loaded next."""
+    """The model built on the meta device (no init, no quantization of random weights), then given empty CPU
+    storage and its RoPE cache, as the recipes do: every weight is loaded next."""
     with torch.device("meta"):
         model = build()
-    for module in model.modules():
-        for name, param in list(module.named_parameters(recurse=False)):
-            setattr(module, name, torch.nn.Parameter(empty_on_cpu(param), requires_grad=param.requires_grad))
-        for name, buffer in list(module.named_buffers(recurse=False)):
-            module._buffers[name] = empty_on_cpu(buffer)
-    for module in model.modules():
-        if callable(getattr(module, "rope_init", None)):
-            module.rope_init()
+    allocate_empty(model, torch.device("cpu"))
     return model
-
-
-def empty_on_cpu(value: torch.Tensor) -> torch.Tensor:
-    """Uninitialized CPU storage like `value`. Not `Module.to_empty`: torchao's NF4 `empty_like` leaves
-    `scaler_mean` and `nf4` on the meta device, where the later load would silently copy into nothing."""
-    if not isinstance(value, NF4Tensor):
-        return torch.empty_like(value, device="cpu")
-    names, _ = value.__tensor_flatten__()
-    return nf4_from_fields(
-        {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."), "block_size": value.block_size,
-         "scaler_block_size": value.scaler_block_size, "n_blocks": value.n_blocks},
-        {n: torch.empty_like(getattr(value, n), device="cpu") for n in names},
-    )  # fmt: skip
 
 
 def build_loaded(build, checkpointer, cache: Optional[Path]) -> tuple[torch.nn.Module, bool]:
@@ -185,21 +166,23 @@ def main() -> None:
     parser.add_argument("--save-dir", default=None, help="also time a merged HF checkpoint save into this folder")
     parser.add_argument("--train-seq-len", type=int, default=512)
     parser.add_argument("--skip-train", action="store_true", help="skip the forward/backward and train-step phases")
+    parser.add_argument("--dtype", default="auto", help="bf16, fp32 or auto (bf16 only where the CPU computes it natively)")
     args = parser.parse_args()
 
-    torch.set_default_dtype(torch.bfloat16)
+    dtype = get_dtype(args.dtype, torch.device("cpu"))
+    torch.set_default_dtype(dtype)
     shape = {**_COMMON, **_SHAPES["7b"], "num_layers": args.num_layers}
     build = functools.partial(
         qlora_llama2, ["q_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True, lora_rank=8, lora_alpha=16, **shape
     )
-    print(f"qlora_llama2_7b with {args.num_layers} layers, bf16, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"qlora_llama2_7b with {args.num_layers} layers, {dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads")
 
     ckpt_dir = Path(args.checkpoint_dir)
     if not (ckpt_dir / "config.json").is_file():
         with Phase(f"writing random bf16 checkpoint to {ckpt_dir}"):
             write_random_checkpoint(ckpt_dir, shape)
     checkpointer = FullModelHFCheckpointer(ckpt_dir, output_dir=args.save_dir or ckpt_dir / "out")
-    cache = nf4_cache_path(Path(args.cache_dir or ckpt_dir / "nf4_cache"), checkpointer.files, {"shape": shape, "dtype": "bf16"})
+    cache = nf4_cache_path(Path(args.cache_dir or ckpt_dir / "nf4_cache"), checkpointer.files, {"shape": shape, "dtype": str(dtype)})
     cache.unlink(missing_ok=True)
 
     with Phase("cold build (meta build + stream checkpoint + quantize to NF4)"):

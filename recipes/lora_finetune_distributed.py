@@ -42,14 +42,12 @@ class LoRAFinetuneRecipeDistributed(LoRAFinetuneRecipeSingleDevice):
         self.rank, self.world_size = init_distributed(self.device, cfg.collective_timeout_seconds)
         self._save_barrier_group = long_wait_group()
 
-    def model_build_device(self) -> torch.device:
-        # One process has nothing to shard (and torchao's NF4 FSDP hooks fail on a world of one): build in place.
-        return torch.device("meta") if self.world_size > 1 else self.device
-
     def place_model(self, model: torch.nn.Module) -> None:
-        if self.world_size > 1:
-            shard_model(model, (TransformerDecoderLayer,))
-            materialize_buffers(model, self.device)
+        if self.world_size == 1:  # nothing to shard (and torchao's NF4 FSDP hooks fail on a world of one)
+            super().place_model(model)
+            return
+        shard_model(model, (TransformerDecoderLayer,))
+        materialize_buffers(model, self.device)
 
     def parameters_for_checkpoint(self) -> dict[str, torch.Tensor]:
         # Every rank takes part in each gather; rank 0 keeps the whole tensors (NF4 weights stay 4-bit, so this

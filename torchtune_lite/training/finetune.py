@@ -34,7 +34,7 @@ from torchtune_lite.training.output_dir import RECIPE_STATE_FILE, find_latest_ch
 from torchtune_lite.training.precision import get_dtype, set_default_dtype
 from torchtune_lite.training.seed import get_rng_state, set_rng_state, set_seed
 from torchtune_lite.training.nf4_cache import load_weights_with_nf4_cache, nf4_cache_path
-from torchtune_lite.training.weight_loading import load_weights_streaming
+from torchtune_lite.training.weight_loading import allocate_empty, assert_materialized, load_weights_streaming
 from torchtune_lite.training.train_loop import LoopSettings, NonFiniteLossError, Progress, TrainingInterrupted, TrainLoop
 
 log = logging.getLogger("torchtune_lite")
@@ -139,6 +139,7 @@ class FinetuneRecipe:
         self.tokenizer = config.instantiate(cfg.tokenizer)
 
         self.model = self.setup_model(checkpoint)
+        assert_materialized(self.model)
         self._check_tokenizer_fits_model()
         self.print(f"Model ready on {self.device} in {self.dtype}. Memory: {format_memory_stats(get_memory_stats(self.device))}")
 
@@ -287,11 +288,13 @@ class FinetuneRecipe:
         return collate_for(bool(getattr(self.cfg.dataset, "packed", False)), self.tokenizer.pad_id)
 
     def model_build_device(self) -> torch.device:
-        """Where the model's parameters are first created (the distributed recipe builds on meta)."""
-        return self.device
+        """Where the model's parameters are first created: on meta, so nothing is initialized (or, for QLoRA,
+        quantized) only to be overwritten by the checkpoint."""
+        return torch.device("meta")
 
     def place_model(self, model: torch.nn.Module) -> None:
-        """Puts the built model where it trains; on one device it already is (see the distributed recipe)."""
+        """Gives the meta-built model (empty) storage where it trains; the distributed recipe shards it instead."""
+        allocate_empty(model, self.device)
 
     def after_save(self) -> None:
         """Runs on every rank once rank 0 has written a checkpoint."""

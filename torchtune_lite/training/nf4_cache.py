@@ -85,10 +85,12 @@ def iter_nf4_cache(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
 
 
 def nf4_from_fields(layout: dict, fields: dict[str, torch.Tensor]) -> NF4Tensor:
-    """An NF4Tensor on CPU from its five inner tensors and its layout (shape, dtype name, block sizes, n_blocks)."""
+    """An NF4Tensor from its five inner tensors (on the device it will live on) and its layout (shape,
+    dtype name, block sizes, n_blocks)."""
     shape = torch.Size(layout["shape"])
     stride = tuple(torch.empty(shape, device="meta").stride())  # contiguous, as quantized weights are
-    meta = _SubclassTensorArgs(shape, stride, 0, getattr(torch, layout["dtype"]), torch.device("cpu"), False)
+    device = fields["quantized_data"].device
+    meta = _SubclassTensorArgs(shape, stride, 0, getattr(torch, layout["dtype"]), device, False)
     return NF4Tensor(
         meta, layout["block_size"], layout["n_blocks"], layout["scaler_block_size"], fields["quantized_scalers"],
         fields["quantization_factor"], fields["scaler_mean"], fields["quantized_data"], fields["nf4"],

@@ -14,8 +14,9 @@ import torch
 from torch import nn
 from torch.distributed.tensor import DTensor
 
+from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.modules.peft import LoRALinear
-from torchtune_lite.training.distributed import shard_full_tensor
+from torchtune_lite.training.distributed import materialize_buffers, shard_full_tensor
 
 
 def load_weights_streaming(
@@ -64,6 +65,39 @@ def assign_full_tensor(model: nn.Module, key: str, value: torch.Tensor) -> None:
         model.load_state_dict({key: shard_full_tensor(value, current)}, strict=False, assign=True)
     else:
         model.load_state_dict({key: value}, strict=False, assign=False)
+
+
+def allocate_empty(model: nn.Module, device: torch.device) -> None:
+    """Gives a meta-built model uninitialized storage on `device` (NF4 weights included, with their layout) and
+    recomputes its RoPE cache: building on meta and then loading skips the random init (and, for QLoRA, the
+    quantization of random weights) that the checkpoint overwrites anyway. Every weight must be loaded next.
+
+    Not `Module.to_empty`: torchao's NF4 `empty_like` leaves `scaler_mean` and `nf4` on meta, so a later load
+    would silently copy into nothing.
+    """
+    for module in model.modules():
+        for name, param in list(module.named_parameters(recurse=False)):
+            if param.is_meta:
+                setattr(module, name, nn.Parameter(_empty_like_on(param, device), requires_grad=param.requires_grad))
+    materialize_buffers(model, device)
+
+
+def _empty_like_on(value: torch.Tensor, device: torch.device) -> torch.Tensor:
+    if not isinstance(value, NF4Tensor):
+        return torch.empty_like(value, device=device)
+    from torchtune_lite.training.nf4_cache import nf4_from_fields
+
+    names, _ = value.__tensor_flatten__()
+    layout = {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."), "block_size": value.block_size,
+              "scaler_block_size": value.scaler_block_size, "n_blocks": value.n_blocks}  # fmt: skip
+    return nf4_from_fields(layout, {n: torch.empty_like(getattr(value, n), device=device) for n in names})
+
+
+def assert_materialized(model: nn.Module) -> None:
+    """Raises if any parameter or buffer is still on the meta device (nothing loaded or initialized it)."""
+    left = [name for name, t in [*model.named_parameters(), *model.named_buffers()] if t.is_meta]
+    if left:
+        raise ValueError(f"{len(left)} weight(s) were neither in the checkpoint nor initialized, e.g. {left[:3]}: the checkpoint does not cover the model")
 
 
 def initialize_adapters(model: nn.Module, seed: int) -> None:
