@@ -33,7 +33,7 @@ def test_sum_count_and_grads_match_full_logits(chunks):
     ref_output, ref_hidden = nn.Linear(D, V, bias=False), hidden.detach().clone().requires_grad_(True)
     ref_output.load_state_dict(output.state_dict())
 
-    loss_sum, num_tokens = ChunkedCrossEntropyLoss(num_output_chunks=chunks)(hidden, output, labels)
+    loss_sum, num_tokens = ChunkedCrossEntropyLoss(num_output_chunks=chunks, chunk_above_mb=0)(hidden, output, labels)
     expected = _reference(ref_output, ref_hidden, labels)
     assert loss_sum.dtype == torch.float32 and loss_sum.shape == ()
     torch.testing.assert_close(loss_sum, expected, rtol=1e-6, atol=1e-5)
@@ -47,7 +47,7 @@ def test_sum_count_and_grads_match_full_logits(chunks):
 
 def test_bf16_inputs_are_reduced_in_fp32():
     output, hidden, labels = _setup(dtype=torch.bfloat16)
-    loss_sum, _ = ChunkedCrossEntropyLoss(num_output_chunks=4)(hidden, output, labels)
+    loss_sum, _ = ChunkedCrossEntropyLoss(num_output_chunks=4, chunk_above_mb=0)(hidden, output, labels)
     assert loss_sum.dtype == torch.float32
     torch.testing.assert_close(loss_sum, _reference(output, hidden, labels), rtol=1e-5, atol=1e-4)
     loss_sum.backward()
@@ -57,16 +57,16 @@ def test_bf16_inputs_are_reduced_in_fp32():
 def test_no_grad_and_all_ignored():
     output, hidden, labels = _setup()
     with torch.no_grad():
-        loss_sum, count = ChunkedCrossEntropyLoss(4)(hidden, output, labels)
+        loss_sum, count = ChunkedCrossEntropyLoss(4, chunk_above_mb=0)(hidden, output, labels)
     torch.testing.assert_close(loss_sum, _reference(output, hidden, labels).detach())
-    loss_sum, count = ChunkedCrossEntropyLoss(4)(hidden, output, torch.full((B, S), -100))
+    loss_sum, count = ChunkedCrossEntropyLoss(4, chunk_above_mb=0)(hidden, output, torch.full((B, S), -100))
     assert loss_sum.item() == 0.0 and count.item() == 0
 
 
 def test_custom_ignore_index():
     output, hidden, labels = _setup()
     labels2 = labels.masked_fill(labels == -100, -1)
-    loss_sum, count = ChunkedCrossEntropyLoss(2, ignore_index=-1)(hidden, output, labels2)
+    loss_sum, count = ChunkedCrossEntropyLoss(2, ignore_index=-1, chunk_above_mb=0)(hidden, output, labels2)
     torch.testing.assert_close(loss_sum, _reference(output, hidden, labels), rtol=1e-6, atol=1e-5)
     assert count.item() == B * S - 5
 

@@ -26,7 +26,7 @@ def test_lora_output_layer_keeps_its_adapter():
     nn.init.normal_(output.lora_b.weight, std=0.5)
     hidden, labels = _data()
 
-    loss_sum, n = ChunkedCrossEntropyLoss(num_output_chunks=4)(hidden, output, labels)
+    loss_sum, n = ChunkedCrossEntropyLoss(num_output_chunks=4, chunk_above_mb=0)(hidden, output, labels)
     (loss_sum / n).backward()
     grads = [output.lora_a.weight.grad.clone(), output.lora_b.weight.grad.clone()]
     output.zero_grad()
@@ -57,7 +57,7 @@ def test_no_logits_are_saved_for_backward():
     hidden, labels = _data(seq=16)
     hidden.requires_grad_()
 
-    chunked = _saved_shapes(lambda: ChunkedCrossEntropyLoss(num_output_chunks=4)(hidden, output, labels))
+    chunked = _saved_shapes(lambda: ChunkedCrossEntropyLoss(num_output_chunks=4, chunk_above_mb=0)(hidden, output, labels))
     naive = _saved_shapes(lambda: F.cross_entropy(output(hidden).float().flatten(0, 1), labels.flatten()))
     assert any(s and s[-1] == VOCAB for s in naive)  # the probe does see logits when they are saved
     assert not any(s and s[-1] == VOCAB for s in chunked), chunked
@@ -69,8 +69,27 @@ def test_token_weighted_accumulation_equals_one_big_batch():
     output = nn.Linear(DIM, VOCAB, bias=False)
     h_a, y_a = _data(seed=1, ignore_every=2)
     h_b, y_b = _data(seed=2, ignore_every=5)
-    loss = ChunkedCrossEntropyLoss(num_output_chunks=2)
+    loss = ChunkedCrossEntropyLoss(num_output_chunks=2, chunk_above_mb=0)
     (sa, na), (sb, nb) = loss(h_a, output, y_a), loss(h_b, output, y_b)
     assert na != nb
     ref = F.cross_entropy(output(torch.cat([h_a, h_b])).flatten(0, 1), torch.cat([y_a, y_b]).flatten())
     torch.testing.assert_close((sa + sb) / (na + nb), ref)
+
+
+def test_small_logits_take_the_one_matmul_path_with_the_same_result():
+    torch.manual_seed(0)
+    output = nn.Linear(DIM, VOCAB, bias=False)
+    hidden, labels = _data(seq=16)
+    results = []
+    for budget in (0, 256):  # always chunk + recompute; whole logits fit the default budget
+        h = hidden.clone().requires_grad_()
+        loss = ChunkedCrossEntropyLoss(num_output_chunks=4, chunk_above_mb=budget)
+        saved = _saved_shapes(lambda: loss(h, output, labels))
+        loss_sum, count = loss(h, output, labels)
+        loss_sum.backward()
+        results.append((loss_sum.detach(), count, h.grad, any(s and s[-1] == VOCAB for s in saved)))
+    (chunked_sum, chunked_n, chunked_grad, chunked_saves), (whole_sum, whole_n, whole_grad, whole_saves) = results
+    torch.testing.assert_close(whole_sum, chunked_sum)
+    assert whole_n == chunked_n
+    torch.testing.assert_close(whole_grad, chunked_grad)
+    assert whole_saves and not chunked_saves  # the fast path keeps its logits; the chunked one recomputes
