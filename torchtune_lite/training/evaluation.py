@@ -22,6 +22,16 @@ class EvalResult:
         return math.exp(self.loss) if self.loss < 700 else float("inf")
 
 
+def forward_loss(
+    model: torch.nn.Module, loss_fn: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(summed loss, count of scored tokens) of one collated batch (`tokens`/`labels` [b, s], optional `mask`,
+    `input_pos`): the model's final hidden states through `loss_fn` with its output layer, labels shifted."""
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    hidden = model(batch["tokens"], mask=batch.get("mask"), input_pos=batch.get("input_pos"), return_hidden=True)
+    return loss_fn(hidden, model.output, shift_labels(batch["labels"]))
+
+
 @torch.no_grad()  # not inference_mode: FSDP2 reuses its all-gather buffers in the training steps that follow
 def evaluate_loss(
     model: torch.nn.Module,
@@ -41,9 +51,7 @@ def evaluate_loss(
         for batch in batches:
             if max_batches is not None and count >= max_batches:
                 break
-            batch = {k: v.to(device) for k, v in batch.items()}
-            hidden = model(batch["tokens"], mask=batch.get("mask"), input_pos=batch.get("input_pos"), return_hidden=True)
-            batch_loss, batch_tokens = loss_fn(hidden, model.output, shift_labels(batch["labels"]))
+            batch_loss, batch_tokens = forward_loss(model, loss_fn, batch, device)
             loss_sum += float(batch_loss)
             tokens += int(batch_tokens)
             count += 1

@@ -189,7 +189,7 @@ class FinetuneRecipe:
         )
         self.lr_scheduler = None
         if cfg.lr_scheduler:
-            total_steps = cfg.epochs * self._steps_per_epoch(settings)
+            total_steps = cfg.epochs * settings.steps_per_epoch(len(self.dataloader))
             self.lr_scheduler = config.instantiate(cfg.lr_scheduler, self.optimizer, num_training_steps=total_steps)
         self.loss_fn = config.instantiate(cfg.loss) if cfg.loss else ChunkedCrossEntropyLoss()
         if cfg.compile:
@@ -326,12 +326,6 @@ class FinetuneRecipe:
         key = {"model": OmegaConf.to_container(self.cfg.model, resolve=True), "dtype": str(self.dtype)}
         cache = nf4_cache_path(self.cfg.nf4_cache_dir, self.checkpointer.weight_files(), key)
         load_weights_with_nf4_cache(model, self.checkpointer.iter_model, cache, source=source, may_be_missing=may_be_missing)
-
-    def _steps_per_epoch(self, settings: LoopSettings) -> int:
-        steps = len(self.dataloader) // settings.gradient_accumulation_steps
-        if settings.max_steps_per_epoch is not None:
-            steps = min(steps, settings.max_steps_per_epoch)
-        return steps
 
     def _find_resume_dir(self) -> Optional[Path]:
         if not self.cfg.resume_from_checkpoint:

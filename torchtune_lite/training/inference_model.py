@@ -22,22 +22,31 @@ from torchtune_lite.modules.peft import LoRALinear
 from torchtune_lite.modules.peft.utils import get_merged_lora_ckpt
 from torchtune_lite.training.checkpointing._base import ADAPTER_CONFIG_FILE, ADAPTER_DIR
 from torchtune_lite.training.precision import set_default_dtype
-from torchtune_lite.training.weight_loading import load_weights_streaming
+from torchtune_lite.training.weight_loading import (
+    allocate_empty,
+    assert_materialized,
+    initialize_adapters,
+    load_weights_streaming,
+)
 
 
 def load_inference_model(cfg: DictConfig, *, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
     """`cfg.model` built on `device` in `dtype` with `cfg.checkpointer`'s weights (and adapter, if it names
     one) loaded, in eval mode. Raises ValueError naming the file when an adapter does not fit the base."""
     checkpointer = config.instantiate(cfg.checkpointer)
-    with set_default_dtype(dtype), device:
+    # As the recipes do: built on meta and given empty storage, so nothing is initialized (or quantized)
+    # only to be overwritten by the checkpoint.
+    with set_default_dtype(dtype), torch.device("meta"):
         model = config.instantiate(cfg.model)
+    allocate_empty(model, device)
     source = str(checkpointer.checkpoint_dir)
     adapter_path = checkpointer.adapter_checkpoint
     adapter = checkpointer.load_checkpoint(include_model=False).get("adapter", {})
     has_lora = any(isinstance(m, LoRALinear) for m in model.modules())
     if has_lora:
-        # Without an adapter the LoRA layers start as no-ops (lora_b is zero): the model is the base.
+        # LoRA layers the adapter does not cover (or all, without one) start as no-ops (lora_b is zero).
         load_weights_streaming(model, checkpointer.iter_model(), source=source, may_be_missing=lambda key: "lora_" in key)
+        initialize_adapters(model, seed=0)
         if adapter:
             load_weights_streaming(model, adapter.items(), source=str(adapter_path), may_be_missing=lambda key: "lora_" not in key)
     else:
@@ -45,6 +54,7 @@ def load_inference_model(cfg: DictConfig, *, device: torch.device, dtype: torch.
         if adapter:
             tensors = _merge_while_streaming(tensors, adapter, _adapter_scale(adapter_path, adapter), str(adapter_path))
         load_weights_streaming(model, tensors, source=source)
+    assert_materialized(model)
     return model.eval()
 
 

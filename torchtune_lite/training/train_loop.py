@@ -20,8 +20,8 @@ from tqdm import tqdm
 
 from torchtune_lite.training.data_loading import epoch_batches
 from torchtune_lite.training.distributed import max_over_ranks
-from torchtune_lite.training.evaluation import evaluate_loss
-from torchtune_lite.training.loss import IGNORE_INDEX, shift_labels  # noqa: F401 (IGNORE_INDEX re-exported)
+from torchtune_lite.training.evaluation import evaluate_loss, forward_loss
+from torchtune_lite.training.loss import IGNORE_INDEX, shift_labels  # noqa: F401 (re-exported)
 from torchtune_lite.training.gradients import clip_grad_norm_, scale_grads
 from torchtune_lite.training.memory import get_memory_stats
 
@@ -48,6 +48,11 @@ class LoopSettings:
     log_peak_memory_stats: bool = True
     run_val_every_n_steps: Optional[int] = None  # also after the last step; None: only after the last step
     max_val_batches: Optional[int] = None
+
+    def steps_per_epoch(self, num_batches: int) -> int:
+        """Optimizer steps in an epoch of `num_batches` micro-batches."""
+        steps = num_batches // self.gradient_accumulation_steps
+        return steps if self.max_steps_per_epoch is None else min(steps, self.max_steps_per_epoch)
 
 
 @dataclass
@@ -99,15 +104,11 @@ class TrainLoop:
         self.progress = progress or Progress()
         self.is_rank_zero, self.world_size = is_rank_zero, world_size
         self._signal = None
-        self._stop_agreed = False
         self.loss_history: list[float] = []
 
     @property
     def steps_per_epoch(self) -> int:
-        steps = len(self.dataloader) // self.settings.gradient_accumulation_steps
-        if self.settings.max_steps_per_epoch is not None:
-            steps = min(steps, self.settings.max_steps_per_epoch)
-        return steps
+        return self.settings.steps_per_epoch(len(self.dataloader))
 
     def run(self) -> None:
         if self.steps_per_epoch == 0:
@@ -165,7 +166,7 @@ class TrainLoop:
             if i % s.gradient_accumulation_steps:
                 continue
 
-            loss, grad_norm, tokens = self._optimizer_step(loss_sum, num_tokens)
+            loss, grad_norm, tokens, stop = self._optimizer_step(loss_sum, num_tokens)
             self.progress.step_in_epoch += 1
             self.progress.global_step += 1
             step = self.progress.global_step
@@ -190,7 +191,7 @@ class TrainLoop:
             t0 = time.perf_counter()
 
             last_step = self.progress.step_in_epoch == self.steps_per_epoch
-            if self._stop_agreed:
+            if stop:
                 self.save_checkpoint(self.progress, False)
                 raise TrainingInterrupted(self._signal or signal.SIGTERM)
             every = s.run_val_every_n_steps
@@ -216,32 +217,22 @@ class TrainLoop:
         if self.is_rank_zero:
             self.metric_logger.log_dict({"val_loss": val_loss}, step=step)
 
-    def _loss(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        batch = {k: v.to(self.device, non_blocking=True) for k, v in batch.items()}
-        labels = shift_labels(batch.pop("labels"))
-        tokens = batch.pop("tokens")
-        hidden = self.model(tokens, mask=batch.get("mask"), input_pos=batch.get("input_pos"), return_hidden=True)
-        output = getattr(self.model, "output")
-        return self.loss_fn(hidden, output, labels)
-
     def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        loss_sum, num_tokens = self._loss(batch)
+        loss_sum, num_tokens = forward_loss(self.model, self.loss_fn, batch, self.device)
         # Unnormalized backward: gradients are divided by the step's token count in _optimizer_step,
         # so every token weighs the same however tokens are spread over micro-batches (and ranks).
         loss_sum.backward()
         return loss_sum, num_tokens
 
-    def _optimizer_step(self, loss_sum: torch.Tensor, num_tokens: torch.Tensor) -> tuple[float, float, int]:
+    def _optimizer_step(self, loss_sum: torch.Tensor, num_tokens: torch.Tensor) -> tuple[float, float, int, bool]:
+        """Returns the step's loss, grad norm, token count, and whether to stop (a signal reached any rank)."""
+        stop = self._signal is not None
         if self.world_size > 1:
             # FSDP averages gradients over ranks; undo that so we divide by the global token count. A stop
             # signal rides along, so every rank stops (and saves) after the same step.
-            stop = torch.tensor(float(self._signal is not None), device=loss_sum.device)
-            stats = torch.stack([loss_sum.float(), num_tokens.float(), stop])
+            stats = torch.stack([loss_sum.float(), num_tokens.float(), torch.tensor(float(stop), device=loss_sum.device)])
             dist.all_reduce(stats)
-            loss_sum, num_tokens = stats[0], stats[1]
-            self._stop_agreed = bool(stats[2] > 0)
-        else:
-            self._stop_agreed = self._signal is not None
+            loss_sum, num_tokens, stop = stats[0], stats[1], bool(stats[2] > 0)
         total = max(int(num_tokens.item()), 1)
         loss = loss_sum.item() / total
         if not torch.isfinite(torch.tensor(loss)):
@@ -256,4 +247,4 @@ class TrainLoop:
         self.optimizer.zero_grad(set_to_none=True)
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
-        return loss, float(grad_norm), total
+        return loss, float(grad_norm), total, stop
