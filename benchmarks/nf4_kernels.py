@@ -1,7 +1,9 @@
-"""NF4 quantize/dequantize (ours vs torchao) on Llama-2-7B weight shapes, and linear_nf4 vs bf16 F.linear.
+"""NF4 quantize/dequantize (ours vs torchao) on Llama-2-7B weight shapes, and linear_nf4 vs a dense F.linear.
 
-Run by hand:  python benchmarks/nf4_kernels.py --repeat 1
-Prints ns/element, speedup, and whether our fields/values are bit-identical to torchao's.
+Run by hand:  python benchmarks/nf4_kernels.py --repeat 2 [--dtypes bf16,fp32] [--linear-dtype auto]
+Prints ns/element, speedup, and whether our fields/values are bit-identical to torchao's. Dequantize
+includes allocating its output, as both APIs return a fresh tensor. The linear comparison runs in the
+dtype training would use here (`auto`: bf16 only where the CPU computes it natively).
 """
 
 import argparse
@@ -12,6 +14,9 @@ import torch.nn.functional as F
 
 from torchtune_lite._torchao import to_nf4
 from torchtune_lite.modules.peft.nf4 import dequantize_nf4, linear_nf4, quantize_nf4
+from torchtune_lite.training.precision import get_dtype
+
+DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 SHAPES = ((4096, 4096), (4096, 11008), (11008, 4096))
 FIELDS = ("quantized_data", "quantized_scalers", "quantization_factor", "scaler_mean")
@@ -26,28 +31,28 @@ def _time(fn, repeat: int) -> float:
     return best
 
 
-def bench_kernels(repeat: int) -> None:
-    print(f"{'shape':>14} {'op':>10} {'torchao ns/el':>14} {'ours ns/el':>11} {'speedup':>8} {'bit-identical':>14}")
+def bench_kernels(repeat: int, dtype: torch.dtype) -> None:
+    print(f"{'shape':>14} {'dtype':>9} {'op':>10} {'torchao ns/el':>14} {'ours ns/el':>11} {'speedup':>8} {'bit-identical':>14}")
     for shape in SHAPES:
-        w = (torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 0.02).to(torch.bfloat16)
+        w = (torch.randn(shape, generator=torch.Generator().manual_seed(0)) * 0.02).to(dtype)
         numel = w.numel()
         ref = to_nf4(w)
         ours = quantize_nf4(w)
         t_ref = _time(lambda: to_nf4(w), repeat)
         t_ours = _time(lambda: quantize_nf4(w), repeat)
         same = all(torch.equal(getattr(ref, f), getattr(ours, f)) for f in FIELDS)
-        print(f"{str(shape):>14} {'quantize':>10} {t_ref / numel * 1e9:14.2f} {t_ours / numel * 1e9:11.2f} {t_ref / t_ours:7.1f}x {str(same):>14}")
+        print(f"{str(shape):>14} {str(dtype)[6:]:>9} {'quantize':>10} {t_ref / numel * 1e9:14.2f} {t_ours / numel * 1e9:11.2f} {t_ref / t_ours:7.1f}x {str(same):>14}")
         t_ref = _time(lambda: ref.get_original_weight(), repeat)
         t_ours = _time(lambda: dequantize_nf4(ref), repeat)
         same = torch.equal(ref.get_original_weight(), dequantize_nf4(ref))
-        print(f"{str(shape):>14} {'dequantize':>10} {t_ref / numel * 1e9:14.2f} {t_ours / numel * 1e9:11.2f} {t_ref / t_ours:7.1f}x {str(same):>14}")
+        print(f"{str(shape):>14} {str(dtype)[6:]:>9} {'dequantize':>10} {t_ref / numel * 1e9:14.2f} {t_ours / numel * 1e9:11.2f} {t_ref / t_ours:7.1f}x {str(same):>14}")
 
 
-def bench_linear(repeat: int, tokens: int) -> None:
+def bench_linear(repeat: int, tokens: int, dtype: torch.dtype) -> None:
     out_dim, in_dim = 4096, 4096
-    w = (torch.randn(out_dim, in_dim) * 0.02).to(torch.bfloat16)
+    w = (torch.randn(out_dim, in_dim) * 0.02).to(dtype)
     w_nf4 = quantize_nf4(w)
-    x = torch.randn(tokens, in_dim, dtype=torch.bfloat16, requires_grad=True)
+    x = torch.randn(tokens, in_dim, dtype=dtype, requires_grad=True)
 
     def run(fn):
         x.grad = None
@@ -55,7 +60,7 @@ def bench_linear(repeat: int, tokens: int) -> None:
 
     t_dense = _time(lambda: run(lambda x: F.linear(x, w)), repeat)
     t_nf4 = _time(lambda: run(lambda x: linear_nf4(x, w_nf4)), repeat)
-    print(f"linear fwd+bwd {tokens} tokens, {out_dim}x{in_dim}: bf16 F.linear {t_dense * 1e3:.1f} ms, "
+    print(f"linear fwd+bwd {tokens} tokens, {out_dim}x{in_dim}, {str(dtype)[6:]}: F.linear {t_dense * 1e3:.1f} ms, "
           f"linear_nf4 {t_nf4 * 1e3:.1f} ms ({t_nf4 / t_dense:.2f}x)")
 
 
@@ -63,10 +68,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=1024)
+    parser.add_argument("--dtypes", default="bf16,fp32", help="weight dtypes for the kernel table")
+    parser.add_argument("--linear-dtype", default="auto", help="bf16, fp32 or auto (what training would pick)")
     args = parser.parse_args()
     torch.manual_seed(0)
-    bench_kernels(args.repeat)
-    bench_linear(args.repeat, args.tokens)
+    for name in args.dtypes.split(","):
+        bench_kernels(args.repeat, DTYPES[name])
+    bench_linear(args.repeat, args.tokens, get_dtype(args.linear_dtype, torch.device("cpu")))
 
 
 if __name__ == "__main__":

@@ -255,6 +255,9 @@ def dequantize_nf4(weight: NF4Tensor) -> torch.Tensor:
     if weight.is_meta or weight.block_size % 2 or weight.dtype not in _PAIR_WORD:
         return weight.get_original_weight()
     out = torch.empty(weight.numel(), dtype=weight.dtype, device=weight.device)
+    ext = _fused_kernels(out)
+    if ext is not None:
+        ext.advise_huge_pages(out)
     return _dequantize_into(weight, out).view(weight.shape)
 
 
