@@ -83,9 +83,13 @@ def test_resume_mid_epoch_reproduces_uninterrupted_losses(hf_checkpoint, tmp_pat
     assert read_losses(part) == pytest.approx(read_losses(full), abs=1e-6)
 
 
-def test_compile_runs_on_cpu(hf_checkpoint, tmp_path):
-    _run("tiny/qlora", hf_checkpoint, tmp_path, compile=True, max_steps_per_epoch=2, dtype="bf16")
-    assert len(read_losses(tmp_path)) == 2
+def test_compile_runs_on_cpu_and_reports_compile_time(hf_checkpoint, tmp_path):
+    proc = _run("tiny/qlora", hf_checkpoint, tmp_path, compile=True, max_steps_per_epoch=3, dtype="bf16")
+    assert len(read_losses(tmp_path)) == 3
+    assert "torch.compile: the first step took" in proc.stdout + proc.stderr
+    rows = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
+    compile_rows = [r for r in rows if "compile_seconds" in r]
+    assert len(compile_rows) == 1 and compile_rows[0]["compile_seconds"] > 0.5  # the first step compiled the layers
 
 
 def test_nf4_cache_is_written_once_and_reused_with_equal_losses(hf_checkpoint, tmp_path):

@@ -2,11 +2,12 @@
 
 `nn.Module.compile()` compiles in place (no `_orig_mod.` key prefix, unlike `torch.compile(model)`).
 Compilation is lazy: nothing is compiled until the first forward, so these functions cannot time it.
-The cost shows up in the first training step (its tokens/s and wall time); later steps reuse the graphs.
+The cost shows up in the first training step; `compile_seconds` reads it off the step times.
 """
 
 import os
 import shutil
+import statistics
 from typing import Optional
 
 import torch
@@ -43,3 +44,13 @@ def compile_loss(loss: nn.Module) -> nn.Module:
     """Compiles the loss module in place (fuses the upcast, log-softmax and gather per chunk); returns it."""
     loss.compile()
     return loss
+
+
+def compile_seconds(step_seconds: list[float]) -> Optional[float]:
+    """Time the first step spent compiling: its wall time minus the median of the later steps'.
+
+    None with fewer than two steps (nothing to compare against).
+    """
+    if len(step_seconds) < 2:
+        return None
+    return max(0.0, step_seconds[0] - statistics.median(step_seconds[1:]))

@@ -9,6 +9,7 @@ what a checkpoint holds. The distributed recipe also overrides how the model is 
 from __future__ import annotations
 
 import logging
+import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +23,7 @@ from torchtune_lite import config
 from torchtune_lite.config import Component
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
-from torchtune_lite.training.compile import compile_loss, compile_model
+from torchtune_lite.training.compile import compile_loss, compile_model, compile_seconds
 from torchtune_lite.training.data_loading import build_dataloader, collate_for
 from torchtune_lite.training.device import get_device
 from torchtune_lite.training.distributed import broadcast_object
@@ -220,12 +221,26 @@ class FinetuneRecipe:
 
     def train(self) -> None:
         self.loop.run()
+        if self.cfg.compile:
+            self.report_compile_time(self.loop.step_seconds)
         peak = get_memory_stats(self.device)
         self.print(f"Training done. Peak memory: {format_memory_stats(peak)}")
         if self.memory_estimate is not None:
             self.print(self.memory_estimate.compare(peak))
         if self.cfg.generate_after_training and self.is_rank_zero:
             self.show_generation(self.cfg.generate_after_training)
+
+    def report_compile_time(self, step_seconds: list[float]) -> None:
+        seconds = compile_seconds(step_seconds)
+        if seconds is None:
+            return
+        later = step_seconds[1:]
+        self.print(
+            f"torch.compile: the first step took {step_seconds[0]:.1f} s, later steps {statistics.median(later):.2f} s: "
+            f"about {seconds:.1f} s compiling"
+        )
+        if self.is_rank_zero:
+            self.metric_logger.log_dict({"compile_seconds": seconds}, step=self.progress.global_step)
 
     def save_checkpoint(self, progress: Progress, end_of_epoch: bool) -> None:
         """Writes `epoch_N` (end of an epoch) or `step_N`; the recipe state goes last, so a

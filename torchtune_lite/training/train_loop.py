@@ -105,6 +105,7 @@ class TrainLoop:
         self.is_rank_zero, self.world_size = is_rank_zero, world_size
         self._signal = None
         self.loss_history: list[float] = []
+        self.step_seconds: list[float] = []  # wall time of each optimizer step run by this process
 
     @property
     def steps_per_epoch(self) -> int:
@@ -167,6 +168,8 @@ class TrainLoop:
                 continue
 
             loss, grad_norm, tokens, stop = self._optimizer_step(loss_sum, num_tokens)
+            seconds = time.perf_counter() - t0
+            self.step_seconds.append(seconds)
             self.progress.step_in_epoch += 1
             self.progress.global_step += 1
             step = self.progress.global_step
@@ -175,11 +178,10 @@ class TrainLoop:
             pbar.set_description(f"{self.progress.epoch + 1}|{step}|Loss: {loss:.4f}")
 
             if step % s.log_every_n_steps == 0:
-                elapsed = time.perf_counter() - t0
                 metrics = {
                     "loss": loss,
                     "lr": self.optimizer.param_groups[0]["lr"],
-                    "tokens_per_second": tokens / elapsed,
+                    "tokens_per_second": tokens / seconds,
                     "grad_norm": grad_norm,
                 }
                 if s.log_peak_memory_stats:
@@ -188,7 +190,6 @@ class TrainLoop:
                     self.metric_logger.log_dict(metrics, step=step)
             loss_sum.zero_()
             num_tokens.zero_()
-            t0 = time.perf_counter()
 
             last_step = self.progress.step_in_epoch == self.steps_per_epoch
             if stop:
@@ -200,6 +201,7 @@ class TrainLoop:
                 self.log_validation(step)
             if s.save_every_n_steps and step % s.save_every_n_steps == 0 and not last_step:
                 self.save_checkpoint(self.progress, False)
+            t0 = time.perf_counter()  # validation and saving are not part of the next step's time
 
     def validation_loss(self) -> float:
         """Token-weighted mean loss over the validation loader, over all ranks' tokens."""

@@ -56,15 +56,16 @@ def load_weights_streaming(
 def assign_full_tensor(model: nn.Module, key: str, value: torch.Tensor) -> None:
     """Sets parameter or buffer `key` from the whole tensor `value`: copied in place (NF4 targets are quantized
     by their load hook), or, for an FSDP2-sharded parameter, replaced by this rank's shard of `value`."""
-    try:
-        current = model.get_parameter(key)
-    except AttributeError:  # a buffer
-        current = None
+    # Loaded through the owning module only (its load hooks run, e.g. LoRALinear quantizing into NF4): a
+    # root-level load_state_dict would walk every module of the model for each key, seconds at 7B.
+    module_name, _, name = key.rpartition(".")
+    module = model.get_submodule(module_name)
+    current = module._parameters.get(name)
     if isinstance(current, DTensor):
         # FSDP2 picks up the new sharded parameter at its lazy init (before the first forward).
-        model.load_state_dict({key: shard_full_tensor(value, current)}, strict=False, assign=True)
+        module.load_state_dict({name: shard_full_tensor(value, current)}, strict=False, assign=True)
     else:
-        model.load_state_dict({key: value}, strict=False, assign=False)
+        module.load_state_dict({name: value}, strict=False, assign=False)
 
 
 def allocate_empty(model: nn.Module, device: torch.device) -> None:

@@ -52,3 +52,11 @@ def test_compiled_checkpointed_layers_and_compiled_loss_match_eager(tiny_llama):
 def test_no_matching_layer_is_an_error(tiny_llama):
     with pytest.raises(ValueError, match="compile found no Conv2d"):
         compile_model(tiny_llama, (torch.nn.Conv2d,))
+
+
+def test_compile_seconds_is_the_first_steps_excess_over_the_later_median():
+    from torchtune_lite.training.compile import compile_seconds
+
+    assert compile_seconds([12.0, 1.0, 3.0, 2.0]) == pytest.approx(10.0)
+    assert compile_seconds([1.0, 2.0, 2.0]) == 0.0  # a first step no slower than the rest compiled nothing
+    assert compile_seconds([5.0]) is None

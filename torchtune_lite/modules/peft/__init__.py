@@ -12,6 +12,7 @@ from torchtune_lite.modules.peft.utils import (
     get_adapter_params,
     get_adapter_state_dict,
     get_merged_lora_ckpt,
+    merge_lora_weight,
     set_trainable_params,
     validate_missing_and_unexpected_for_lora,
 )
@@ -25,6 +26,7 @@ __all__ = [
     "get_adapter_state_dict",
     "get_merged_lora_ckpt",
     "linear_nf4",
+    "merge_lora_weight",
     "nf4_block_sizes",
     "quantize_nf4",
     "register_reparametrize_state_dict_hook",

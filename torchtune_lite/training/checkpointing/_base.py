@@ -15,6 +15,8 @@ from typing import Any, Iterator, Optional, Union
 import torch
 
 from torchtune_lite._torchao import NF4Tensor
+from torchtune_lite.modules.peft.nf4 import dequantize_nf4
+from torchtune_lite.modules.peft.utils import merge_lora_weight
 from torchtune_lite.training.checkpointing._atomic import atomic_copy, atomic_write_bytes, staged_dir
 from torchtune_lite.training.checkpointing._convert_weights import (
     HF_MODULE_NAMES,
@@ -37,19 +39,10 @@ ADAPTER_DIR = "adapter"
 SUPPORTED_MODEL_TYPES = ("LLAMA2",)
 
 
-def _dequantize(value: torch.Tensor) -> torch.Tensor:
-    if isinstance(value, NF4Tensor):
-        try:
-            from torchtune_lite.modules.peft.nf4 import dequantize_nf4
-        except ImportError:  # the fast kernel is optional; torchao's own path gives the same values
-            return value.get_original_weight()
-        return dequantize_nf4(value)
-    return value
-
-
 def to_cpu_plain(value: torch.Tensor) -> torch.Tensor:
     """A plain CPU tensor for writing: NF4 dequantized to its original dtype, autograd detached."""
-    return _dequantize(value.detach()).to("cpu")
+    value = value.detach()
+    return (dequantize_nf4(value) if isinstance(value, NF4Tensor) else value).to("cpu")
 
 
 class CheckpointerBase:
@@ -200,10 +193,9 @@ class CheckpointerBase:
         a, b = (lora.get(f"{module}.lora_a.weight"), lora.get(f"{module}.lora_b.weight")) if module else (None, None)
 
         def produce() -> torch.Tensor:
-            weight = to_cpu_plain(value)
-            if a is not None and b is not None:  # W + (alpha / r) * B @ A in fp32, as one GEMM (no separate delta)
-                weight = torch.addmm(weight.float(), to_cpu_plain(b).float(), to_cpu_plain(a).float(), alpha=scale).to(weight.dtype)
-            return weight
+            if a is not None and b is not None:  # W + (alpha / r) * B @ A, where the weight lives, then to CPU
+                return merge_lora_weight(value, a, b, scale).to("cpu")
+            return to_cpu_plain(value)
 
         # An NF4Tensor reports its original shape and dtype, which is what the producer returns.
         return self.model_tensor_to_write(key, tuple(value.shape), value.dtype, produce)

@@ -139,11 +139,16 @@ def test_requires_grad_flag_is_recorded_like_torchao():
     _assert_same_nf4(quantize_nf4(w, 64, 64), to_nf4(w, 64, 64))
 
 
-def test_meta_weight_gives_meta_nf4_tensor():
-    w = torch.empty(256, 128, dtype=torch.bfloat16, device="meta")
-    q = quantize_nf4(w)
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_meta_weight_gives_meta_nf4_tensor_laid_out_like_torchaos(dtype):
+    w = torch.empty(256, 128, dtype=dtype, device="meta")
+    q, ref = quantize_nf4(w, 64, 32), to_nf4(w, 64, 32)
     assert isinstance(q, NF4Tensor)
     assert (q.device.type, q.shape, q.dtype) == ("meta", w.shape, w.dtype)
+    assert (q.block_size, q.n_blocks, q.scaler_block_size) == (ref.block_size, ref.n_blocks, ref.scaler_block_size)
+    for field in FIELDS:
+        a, b = getattr(q, field), getattr(ref, field)
+        assert (a.shape, a.dtype, a.device) == (b.shape, b.dtype, b.device), field
     assert dequantize_nf4(q).device.type == "meta"
 
 

@@ -93,3 +93,16 @@ def test_qlora_backward_reaches_only_adapters():
     model(torch.randint(0, 64, (2, 6))).logsumexp(-1).mean().backward()
     with_grad = {n for n, p in model.named_parameters() if p.grad is not None}
     assert with_grad == set(adapters)
+
+
+def test_merge_lora_weight_by_row_blocks_equals_one_full_fp32_addmm_and_leaves_base_alone():
+    from torchtune_lite.modules.peft import merge_lora_weight
+
+    g = torch.Generator().manual_seed(0)
+    base = torch.randn(300, 96, generator=g).to(torch.bfloat16)  # more rows than one merge block
+    before = base.clone()
+    a, b = torch.randn(4, 96, generator=g), torch.randn(300, 4, generator=g)
+    merged = merge_lora_weight(base, a, b, scale=0.37)
+    expected = torch.addmm(base.float(), b, a, alpha=0.37).to(torch.bfloat16)
+    assert merged.dtype == torch.bfloat16 and torch.equal(merged, expected)
+    assert torch.equal(base, before) and merged.data_ptr() != base.data_ptr()
