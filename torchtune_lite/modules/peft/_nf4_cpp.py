@@ -3,8 +3,10 @@
 Why: the pure-torch kernels make several passes per chunk (abs, max, divide, convert, gather, pack),
 and each pass is a separate multi-threaded op; on a small, busy CPU every op waits for its slowest
 thread. One fused pass over the blocks does the same arithmetic, in the same dtype, with one parallel
-region. The build (~30 s) happens once and is cached by torch; if no compiler is present, the build
-fails, or ``TORCHTUNE_LITE_NF4_CPP=0`` is set, callers get None and use the pure-torch path.
+region, written so the compiler vectorizes it (quantize) or with AVX2 lookups (dequantize: each 4-bit
+code picks its value with two 8-lane permutes). The ISA flags follow what torch detected on this CPU.
+The build (~30 s) happens once and is cached by torch; if no compiler is present, the build fails, or
+``TORCHTUNE_LITE_NF4_CPP=0`` is set, callers get None and use the pure-torch path.
 """
 
 import hashlib
