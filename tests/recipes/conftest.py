@@ -36,9 +36,9 @@ def hf_checkpoint(tmp_path_factory) -> Path:
     return save_random_llama(tmp_path_factory.mktemp("hf_base"), TINY)
 
 
-def tiny_overrides(checkpoint_dir: Path, output_dir: Path, **extra) -> list[str]:
-    """Overrides that turn configs/tiny/qlora.yaml into a fast test run on the random base."""
-    model = [f"model.{k}={v}" for k, v in TINY.items()]
+def tiny_overrides(checkpoint_dir: Path, output_dir: Path, shape: dict = TINY, **extra) -> list[str]:
+    """Overrides that turn configs/tiny/qlora.yaml into a fast test run on a random base of `shape`."""
+    model = [f"model.{k}={v}" for k, v in shape.items()]
     settings = {
         "checkpointer.checkpoint_dir": checkpoint_dir,
         "output_dir": output_dir,

@@ -20,7 +20,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.recipes.conftest import read_losses, run_tune, save_random_llama
+from tests.recipes.conftest import read_losses, run_tune, save_random_llama, tiny_overrides
 
 # The tiny config's own shapes (2 layers): NF4 weights of these sizes split evenly over 2 ranks.
 SHAPE = dict(vocab_size=1024, num_layers=2, num_heads=8, num_kv_heads=4, embed_dim=256, intermediate_dim=768, max_seq_len=512)
@@ -33,23 +33,9 @@ def base(tmp_path_factory) -> Path:
 
 
 def overrides(base: Path, output_dir: Path, **extra) -> list[str]:
-    settings = {
-        **{f"model.{k}": v for k, v in SHAPE.items()},
-        "checkpointer.checkpoint_dir": base,
-        "output_dir": output_dir,
-        "tokenizer.max_seq_len": 64,
-        "epochs": 2,
-        "max_steps_per_epoch": STEPS_PER_EPOCH,
-        "log_every_n_steps": 1,
-        "dtype": "fp32",
-        "optimizer.lr": 1e-2,
-        "lr_scheduler.num_warmup_steps": 0,
-        "generate_after_training": "null",
-        "overwrite_output_dir": False,
-        "run_val_every_n_steps": 4,  # the tiny config's held-out set: 90 samples, an even split over 2 ranks
-        **extra,
-    }
-    return [f"{k}={v}" for k, v in settings.items()]
+    # run_val_every_n_steps: the tiny config's held-out set (90 samples) splits evenly over 2 ranks.
+    settings = {"epochs": 2, "max_steps_per_epoch": STEPS_PER_EPOCH, "run_val_every_n_steps": 4, **extra}
+    return tiny_overrides(base, output_dir, shape=SHAPE, **settings)
 
 
 def single(base: Path, out: Path, **extra) -> subprocess.CompletedProcess:

@@ -9,7 +9,6 @@ what a checkpoint holds. The distributed recipe also overrides how the model is 
 from __future__ import annotations
 
 import logging
-import statistics
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -234,11 +233,7 @@ class FinetuneRecipe:
         seconds = compile_seconds(step_seconds)
         if seconds is None:
             return
-        later = step_seconds[1:]
-        self.print(
-            f"torch.compile: the first step took {step_seconds[0]:.1f} s, later steps {statistics.median(later):.2f} s: "
-            f"about {seconds:.1f} s compiling"
-        )
+        self.print(f"torch.compile: the first step took {step_seconds[0]:.1f} s, about {seconds:.1f} s of it compiling")
         if self.is_rank_zero:
             self.metric_logger.log_dict({"compile_seconds": seconds}, step=self.progress.global_step)
 

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from torchtune_lite import config
 from torchtune_lite.modules.peft import LoRALinear
-from torchtune_lite.modules.peft.utils import get_merged_lora_ckpt
+from torchtune_lite.modules.peft.utils import merge_lora_weight
 from torchtune_lite.training.checkpointing._base import ADAPTER_CONFIG_FILE, ADAPTER_DIR
 from torchtune_lite.training.precision import set_default_dtype
 from torchtune_lite.training.weight_loading import (
@@ -72,8 +72,7 @@ def _merge_while_streaming(
                     f"adapter {source}: {module} has lora_a {list(a.shape)} and lora_b {list(b.shape)}, which do not fit the "
                     f"base weight {list(value.shape)}: use the adapter that was trained on this base"
                 )
-            parts = {key: value, f"{module}.lora_a.weight": a, f"{module}.lora_b.weight": b}
-            value = get_merged_lora_ckpt(parts, rank=rank, alpha=alpha)[key]
+            value = merge_lora_weight(value, a, b, alpha / rank)
         yield key, value
     if adapter:
         raise ValueError(

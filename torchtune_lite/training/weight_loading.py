@@ -58,8 +58,7 @@ def assign_full_tensor(model: nn.Module, key: str, value: torch.Tensor) -> None:
     by their load hook), or, for an FSDP2-sharded parameter, replaced by this rank's shard of `value`."""
     # Loaded through the owning module only (its load hooks run, e.g. LoRALinear quantizing into NF4): a
     # root-level load_state_dict would walk every module of the model for each key, seconds at 7B.
-    module_name, _, name = key.rpartition(".")
-    module = model.get_submodule(module_name)
+    module, name = _owner(model, key)
     current = module._parameters.get(name)
     if isinstance(current, DTensor):
         # FSDP2 picks up the new sharded parameter at its lazy init (before the first forward).
@@ -111,7 +110,12 @@ def initialize_adapters(model: nn.Module, seed: int) -> None:
                 assign_full_tensor(model, f"{prefix}.{name}" if prefix else name, value)
 
 
-def _is_persistent(model: nn.Module, name: str) -> bool:
-    module_name, _, buffer_name = name.rpartition(".")
-    module = model.get_submodule(module_name) if module_name else model
-    return buffer_name not in module._non_persistent_buffers_set
+def _owner(model: nn.Module, key: str) -> tuple[nn.Module, str]:
+    """The module that holds parameter or buffer `key`, and the name it has there."""
+    module_name, _, name = key.rpartition(".")
+    return model.get_submodule(module_name), name
+
+
+def _is_persistent(model: nn.Module, key: str) -> bool:
+    module, name = _owner(model, key)
+    return name not in module._non_persistent_buffers_set

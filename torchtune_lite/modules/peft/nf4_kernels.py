@@ -14,7 +14,7 @@ runs over row chunks so no full-size high-precision temporary is ever alive:
 On CPU the same arithmetic runs as one fused C++ pass when ``_nf4_cpp`` can build (see there why);
 the pure-torch path is the fallback and the path on every other device.
 
-Meta tensors, odd block sizes and other dtypes go through torchao itself.
+Odd block sizes and other dtypes go through torchao itself; a meta weight gets only the layout.
 """
 
 import functools
