@@ -25,6 +25,7 @@ from torchtune_lite.training.distributed import (
     init_distributed,
     long_wait_group,
     materialize_buffers,
+    set_collective_timeout,
     shard_model,
 )
 from torchtune_lite.training.memory import format_memory_stats, get_memory_stats
@@ -34,19 +35,22 @@ from torchtune_lite.training.memory import format_memory_stats, get_memory_stats
 class DistributedLoRARecipeConfig(LoRARecipeConfig):
     # How long a collective waits for a rank that stopped answering before the job fails.
     collective_timeout_seconds: float = 60.0
+    # The same through setup and the first step: ranks finish loading the checkpoint, and compiling
+    # the first step, at different times (minutes apart at 70B).
+    setup_timeout_seconds: float = 1800.0
 
 
 class LoRAFinetuneRecipeDistributed(LoRAFinetuneRecipeSingleDevice):
     def __init__(self, cfg) -> None:
         super().__init__(cfg)
-        self.rank, self.world_size = init_distributed(self.device, cfg.collective_timeout_seconds)
+        self.rank, self.world_size = init_distributed(self.device, max(cfg.setup_timeout_seconds, cfg.collective_timeout_seconds))
         self._save_barrier_group = long_wait_group()
 
     def place_model(self, model: torch.nn.Module) -> None:
         if self.world_size == 1:  # nothing to shard (and torchao's NF4 FSDP hooks fail on a world of one)
             super().place_model(model)
             return
-        shard_model(model, (TransformerDecoderLayer,))
+        shard_model(model, (TransformerDecoderLayer,), self.device)
         materialize_buffers(model, self.device)
 
     def parameters_for_checkpoint(self) -> dict[str, torch.Tensor]:
@@ -58,6 +62,9 @@ class LoRAFinetuneRecipeDistributed(LoRAFinetuneRecipeSingleDevice):
             if self.is_rank_zero:
                 state[name] = full
         return state
+
+    def after_first_step(self) -> None:
+        set_collective_timeout(self.cfg.collective_timeout_seconds)
 
     def after_save(self) -> None:
         # The other ranks wait here (not in a training collective, whose timeout is short) while rank 0 writes.

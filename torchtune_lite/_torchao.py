@@ -19,14 +19,15 @@ def _import_quietly():
         from torchao.quantization import to_nf4
         from torchao.quantization.quantize_.workflows.nf4.nf4_tensor import (
             NF4Tensor,
+            SubclassTensorArgs,
             linear_nf4,
         )
     finally:
         for name, level in saved.items():
             logging.getLogger(name).setLevel(level)
-    return to_nf4, NF4Tensor, linear_nf4
+    return to_nf4, NF4Tensor, SubclassTensorArgs, linear_nf4
 
 
-to_nf4, NF4Tensor, linear_nf4 = _import_quietly()
+to_nf4, NF4Tensor, SubclassTensorArgs, linear_nf4 = _import_quietly()
 
-__all__ = ["to_nf4", "NF4Tensor", "linear_nf4"]
+__all__ = ["to_nf4", "NF4Tensor", "SubclassTensorArgs", "linear_nf4"]

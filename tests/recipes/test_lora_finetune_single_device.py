@@ -75,11 +75,12 @@ def test_resume_after_an_epoch_reproduces_uninterrupted_losses(hf_checkpoint, tm
 
 
 def test_resume_mid_epoch_reproduces_uninterrupted_losses(hf_checkpoint, tmp_path):
+    # seed=null: the resumed run must reuse the seed the run drew (a new one would reshuffle the epoch)
     full, part = tmp_path / "full", tmp_path / "part"
-    _run("tiny/lora", hf_checkpoint, full, max_steps_per_epoch=6, save_every_n_steps=3)
+    _run("tiny/lora", hf_checkpoint, full, max_steps_per_epoch=6, save_every_n_steps=3, seed="null")
     assert (full / "step_3" / "recipe_state.pt").is_file()
     _interrupted_copy(full, part, "step_3", steps_done=3)
-    _run("tiny/lora", hf_checkpoint, part, max_steps_per_epoch=6, save_every_n_steps=3, resume_from_checkpoint=True)
+    _run("tiny/lora", hf_checkpoint, part, max_steps_per_epoch=6, save_every_n_steps=3, resume_from_checkpoint=True, seed="null")
     assert read_losses(part) == pytest.approx(read_losses(full), abs=1e-6)
 
 

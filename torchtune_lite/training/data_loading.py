@@ -36,10 +36,12 @@ def build_dataloader(
     num_workers: int = 0,
     rank: int = 0,
     world_size: int = 1,
+    pin_memory: bool = False,
 ) -> tuple[DataLoader, DistributedSampler]:
     """A loader over this rank's shard of `dataset` and its sampler (call `set_epoch` each epoch, or use
     `epoch_batches`). `drop_last` drops both the uneven tail across ranks and the last partial batch,
-    so every step sees `batch_size` samples per rank."""
+    so every step sees `batch_size` samples per rank. `pin_memory` (for CUDA training) puts batches in
+    page-locked memory, without which `.to(device, non_blocking=True)` copies synchronously."""
     if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
         raise TypeError(f"{type(dataset).__name__} has no length: build_dataloader needs a map-style data set")
     if batch_size < 1:
@@ -63,6 +65,7 @@ def build_dataloader(
         drop_last=drop_last,
         num_workers=num_workers,
         generator=generator,
+        pin_memory=pin_memory,
     )
     if len(loader) == 0:
         raise ValueError(

@@ -15,10 +15,11 @@ from typing import Any, Optional
 import torch
 import torch.distributed as dist
 from torch import nn
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
-from torchtune_lite._torchao import NF4Tensor
+from torchtune_lite._torchao import NF4Tensor, SubclassTensorArgs
 from torchtune_lite.modules.peft.nf4 import quantize_nf4
 
 
@@ -31,7 +32,9 @@ def init_distributed(device: torch.device, timeout_seconds: float) -> tuple[int,
     """Joins the job's process group: NCCL for CUDA devices, gloo for CPU. Returns (rank, world_size).
 
     `timeout_seconds` bounds how long a collective waits for a rank that hangs, so a stuck job fails
-    instead of waiting forever (a rank that dies is noticed at once: its sockets close).
+    instead of waiting forever (a rank that dies is noticed at once: its sockets close). Give setup a
+    longer one (ranks finish loading and the first, compiling step at different times), then shorten it
+    with `set_collective_timeout`.
     """
     if not is_distributed_launch():
         raise ValueError(
@@ -41,8 +44,43 @@ def init_distributed(device: torch.device, timeout_seconds: float) -> tuple[int,
     if not dist.is_initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         kwargs = {"device_id": device} if device.type == "cuda" else {}
+        if backend == "nccl":
+            # On a failed or timed-out collective, abort the communicators and raise in the waiting call (2:
+            # CleanUpOnly) instead of killing the process from the watchdog thread (torch's default): the
+            # recipe then prints its one-line peer-failure error, as on gloo.
+            os.environ.setdefault("TORCH_NCCL_ASYNC_ERROR_HANDLING", "2")
         dist.init_process_group(backend=backend, timeout=timedelta(seconds=timeout_seconds), **kwargs)
     return dist.get_rank(), dist.get_world_size()
+
+
+def set_collective_timeout(timeout_seconds: float, group: Optional[dist.ProcessGroup] = None) -> None:
+    """Changes how long collectives on `group` (default: the job's group) wait for a rank that hangs."""
+    # No public API changes a live group's timeout; torchtitan uses this same helper for the same purpose
+    # (a long timeout through setup and the first compiled step, a short one for training steps).
+    from torch.distributed.distributed_c10d import _set_pg_timeout
+
+    _set_pg_timeout(timedelta(seconds=timeout_seconds), group)
+
+
+# How a collective reports that another rank hung or died: gloo's messages, and NCCL's (its watchdog's
+# timeout, an aborted communicator, or a remote/system error after a peer vanished).
+_PEER_FAILURE_SIGNS = (
+    "Timed out", "timed out", "Connection closed by peer", "Connection reset by peer",
+    "Watchdog caught collective operation timeout", "NCCL communicator was aborted",
+    "ncclRemoteError", "ncclSystemError", "NCCL Error", "NCCL error",
+)
+
+
+def peer_failure_message(rank: int, err: BaseException) -> Optional[str]:
+    """The one-line error for a collective that failed because another rank hung or died, else None."""
+    text = str(err)
+    if not any(sign in text for sign in _PEER_FAILURE_SIGNS):
+        return None
+    first = text.strip().splitlines()[0] if text.strip() else type(err).__name__
+    return (
+        f"error: rank {rank}: another rank stopped answering ({first[-120:]}): it hung or died (see its output); "
+        "raise collective_timeout_seconds if a step legitimately takes longer"
+    )
 
 
 def destroy_distributed() -> None:
@@ -56,14 +94,22 @@ def long_wait_group() -> dist.ProcessGroup:
     return dist.new_group(backend="gloo", timeout=timedelta(hours=2))
 
 
-def shard_model(model: nn.Module, layer_types: tuple[type, ...]) -> None:
-    """FSDP2: each matching layer is its own unit (gathered just for its forward and backward), then the root
-    (embeddings, final norm, output projection). Works on a meta-device model: nothing is allocated."""
+def device_mesh(device: torch.device) -> DeviceMesh:
+    """A 1-D mesh of all ranks for `device`'s type. Given explicitly to FSDP2, whose default mesh is CUDA
+    whenever CUDA is available: `device=cpu` on a GPU host must shard on CPU (under gloo)."""
+    return init_device_mesh(torch.device(device).type, (dist.get_world_size(),))
+
+
+def shard_model(model: nn.Module, layer_types: tuple[type, ...], device: torch.device) -> None:
+    """FSDP2 over all ranks on `device`'s type: each matching layer is its own unit (gathered just for its
+    forward and backward), then the root (embeddings, final norm, output projection). Works on a
+    meta-device model: nothing is allocated."""
     _check_nf4_splits(model, dist.get_world_size())
+    mesh = device_mesh(device)
     for module in list(model.modules()):
         if isinstance(module, layer_types):
-            fully_shard(module)
-    fully_shard(model)
+            fully_shard(module, mesh=mesh)
+    fully_shard(model, mesh=mesh)
 
 
 def _check_nf4_splits(model: nn.Module, world_size: int) -> None:
@@ -112,9 +158,29 @@ def shard_full_tensor(full: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
         world, rank = mesh.size(), mesh.get_local_rank()
         if full.shape[0] % world:
             raise ValueError(f"an NF4 weight of shape {list(full.shape)} cannot be split evenly over {world} ranks: use a world size dividing {full.shape[0]}")
-        local = torch.chunk(nf4, world, dim=0)[rank]
+        local = nf4_shard_with_own_storage(nf4, world, rank)
         return DTensor.from_local(local, mesh, placements, run_check=False, shape=like.shape, stride=like.stride())
     return distribute_tensor(full.to(device=device, dtype=like.dtype), mesh, placements, src_data_rank=None)
+
+
+def nf4_shard_with_own_storage(nf4: NF4Tensor, world_size: int, rank: int) -> NF4Tensor:
+    """Rank `rank`'s dim-0 chunk of `nf4`, every inner tensor copied into its own storage.
+
+    torchao's NF4 `chunk` returns views into the whole weight's fields, and FSDP2 keeps an even shard as
+    given (no copy): a rank would then hold the whole 4-bit weight, not 1/world_size of it.
+    """
+    view = torch.chunk(nf4, world_size, dim=0)[rank]
+    return NF4Tensor(
+        SubclassTensorArgs(view.size(), view.stride(), 0, view.dtype, view.device, view.requires_grad),
+        view.block_size,
+        view.n_blocks,
+        view.scaler_block_size,
+        view.quantized_scalers.clone(),
+        view.quantization_factor.clone(),
+        view.scaler_mean.clone(),
+        view.quantized_data.clone(),
+        view.nf4.clone(),
+    )
 
 
 def gather_full_tensor(value: torch.Tensor) -> torch.Tensor:

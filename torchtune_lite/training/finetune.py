@@ -25,14 +25,14 @@ from torchtune_lite.training.activations import apply_activation_checkpointing
 from torchtune_lite.training.compile import compile_loss, compile_model, compile_seconds
 from torchtune_lite.training.data_loading import build_dataloader, collate_for
 from torchtune_lite.training.device import get_device
-from torchtune_lite.training.distributed import broadcast_object
+from torchtune_lite.training.distributed import broadcast_object, peer_failure_message
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
-from torchtune_lite.training.memory import format_memory_stats, get_memory_stats
+from torchtune_lite.training.memory import format_memory_stats, get_memory_stats, reset_peak_memory_stats
 from torchtune_lite.training.optimizer_state import load_optimizer_state, optimizer_state_for_checkpoint
 from torchtune_lite.training.metric_logging import StdoutLogger, scrub_secrets
 from torchtune_lite.training.output_dir import RECIPE_STATE_FILE, find_latest_checkpoint, prepare_output_dir
-from torchtune_lite.training.precision import get_dtype, set_default_dtype
-from torchtune_lite.training.seed import get_rng_state, set_rng_state, set_seed
+from torchtune_lite.training.precision import enable_tf32_for_fp32, get_dtype, set_default_dtype
+from torchtune_lite.training.seed import get_rng_state, seed_for_run, set_rng_state, set_seed
 from torchtune_lite.training.nf4_cache import load_weights_with_nf4_cache, nf4_cache_path
 from torchtune_lite.training.weight_loading import allocate_empty, assert_materialized, load_weights_streaming
 from torchtune_lite.training.train_loop import LoopSettings, NonFiniteLossError, Progress, TrainingInterrupted, TrainLoop
@@ -78,12 +78,6 @@ class FinetuneConfig:
     nf4_cache_dir: Optional[str] = None  # keep the quantized base here and reuse it on the next run (one device)
 
 
-def _is_peer_failure(err: RuntimeError) -> bool:
-    """A collective that failed because another rank hung (timeout) or died (its connection closed)."""
-    text = str(err)
-    return any(sign in text for sign in ("Timed out", "timed out", "Connection closed by peer", "Connection reset by peer"))
-
-
 class FinetuneRecipe:
     """Base of the fine-tuning recipes. Subclasses implement `setup_model` and `trainable_params`."""
 
@@ -94,6 +88,7 @@ class FinetuneRecipe:
         self.cfg = cfg
         self.device = get_device(cfg.device)
         self.dtype = get_dtype(cfg.dtype, self.device)
+        enable_tf32_for_fp32(self.device, self.dtype)
         self.output_dir = Path(cfg.output_dir)
 
     @property
@@ -112,14 +107,11 @@ class FinetuneRecipe:
         except NonFiniteLossError as err:
             self.print(f"error: {err}", error=True)
             sys.exit(1)
-        except RuntimeError as err:
-            if self.world_size == 1 or not _is_peer_failure(err):
+        except RuntimeError as err:  # torch.distributed.DistBackendError (NCCL) is a RuntimeError too
+            message = peer_failure_message(self.rank, err) if self.world_size > 1 else None
+            if message is None:
                 raise
-            print(
-                f"error: rank {self.rank}: another rank stopped answering ({str(err).splitlines()[0][-120:]}): it hung or "
-                "died (see its output); raise collective_timeout_seconds if a step legitimately takes longer",
-                file=sys.stderr, flush=True,
-            )
+            print(message, file=sys.stderr, flush=True)
             sys.exit(1)
         finally:
             self.cleanup()
@@ -127,7 +119,6 @@ class FinetuneRecipe:
     def setup(self) -> None:
         cfg = self.cfg
         runtime_rss = psutil.Process().memory_info().rss  # what this process holds before the run allocates
-        self.seed = set_seed(cfg.seed)
         if self.is_rank_zero:
             # First, so a checkpoint that a killed save had moved aside is back before we look for the latest.
             prepare_output_dir(self.output_dir, resume=cfg.resume_from_checkpoint, overwrite=cfg.overwrite_output_dir)
@@ -136,12 +127,15 @@ class FinetuneRecipe:
         self.checkpointer = self._build_checkpointer(resume_dir)
         # Model weights are streamed into the built model (see load_base_weights), not loaded here.
         checkpoint = self.checkpointer.load_checkpoint(include_model=False)
+        # Seeded only now: a resumed run keeps the seed it started with (its data order depends on it).
+        self.seed = set_seed(seed_for_run(cfg.seed, checkpoint.get("recipe_state", {}).get("seed")))
         self.tokenizer = config.instantiate(cfg.tokenizer)
 
         self.model = self.setup_model(checkpoint)
         assert_materialized(self.model)
         self._check_tokenizer_fits_model()
         self.print(f"Model ready on {self.device} in {self.dtype}. Memory: {format_memory_stats(get_memory_stats(self.device))}")
+        reset_peak_memory_stats(self.device)  # CUDA: the logged peaks are training's, not loading's
 
         self.dataset = config.instantiate(cfg.dataset, self.tokenizer)
         self.dataloader, self.sampler = build_dataloader(
@@ -152,6 +146,7 @@ class FinetuneRecipe:
             collate_fn=self.collate_fn(),
             rank=self.rank,
             world_size=self.world_size,
+            pin_memory=self.device.type == "cuda",
         )
 
         self.val_dataloader = None
@@ -165,6 +160,7 @@ class FinetuneRecipe:
                 drop_last=False,  # every held-out sample counts (ranks pad with repeats to equal shares)
                 rank=self.rank,
                 world_size=self.world_size,
+                pin_memory=self.device.type == "cuda",
             )
 
         # The estimate is for one device; a sharded run's per-rank share is not modelled yet.
@@ -216,6 +212,7 @@ class FinetuneRecipe:
             is_rank_zero=self.is_rank_zero,
             world_size=self.world_size,
             val_dataloader=self.val_dataloader,
+            after_first_step=self.after_first_step,
         )
 
     def train(self) -> None:
@@ -308,6 +305,9 @@ class FinetuneRecipe:
 
     def after_save(self) -> None:
         """Runs on every rank once rank 0 has written a checkpoint."""
+
+    def after_first_step(self) -> None:
+        """Runs once this process's first optimizer step (the one that compiles) is done."""
 
     # ------------------------------------------------------------------ mechanics
     def build_model(self) -> torch.nn.Module:

@@ -14,7 +14,8 @@ def has_fast_bf16(device: torch.device) -> bool:
     AVX512-BF16 or AMX (oneDNN's bf16 kernels). Elsewhere torch emulates bf16 GEMMs, 10-100x slower than fp32."""
     device = torch.device(device)
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
+        # Without `including_emulation=False` this is True on pre-Ampere GPUs (V100, T4), which emulate bf16.
+        return torch.cuda.is_bf16_supported(including_emulation=False)
     if device.type == "cpu":
         # The check torch's own CPU matmul dispatch uses to pick oneDNN's bf16 kernels (no public equivalent).
         return torch.backends.mkldnn.is_available() and bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
@@ -39,13 +40,24 @@ def get_dtype(name: Optional[str], device: torch.device) -> torch.dtype:
     dtype = _DTYPES[name]
     if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"dtype=bf16 but {torch.cuda.get_device_name(device)} does not support bf16: use dtype=fp32")
-    if dtype == torch.bfloat16 and device.type == "cpu" and not has_fast_bf16(device):
+    if dtype == torch.bfloat16 and not has_fast_bf16(device):
+        where = "a CPU without native bf16 (no AVX512-BF16 or AMX)" if device.type == "cpu" else "a GPU that emulates bf16"
         warnings.warn(
-            "dtype=bf16 on a CPU without native bf16 (no AVX512-BF16 or AMX): matmuls will be many times slower "
-            "than fp32; dtype=auto picks fp32 here",
+            f"dtype=bf16 on {where}: matmuls will be many times slower than fp32; dtype=auto picks fp32 here",
             stacklevel=2,
         )
     return dtype
+
+
+def enable_tf32_for_fp32(device: torch.device, dtype: torch.dtype) -> bool:
+    """fp32 training on CUDA runs its matmuls and convolutions on TF32 tensor cores (Ampere and newer; 8x the
+    fp32 rate, 10-bit mantissa inputs with fp32 accumulation). Returns whether it did."""
+    if torch.device(device).type != "cuda" or dtype != torch.float32:
+        return False
+    # The global setting, not torch>=2.9's per-backend `fp32_precision`: after a per-backend set,
+    # `torch.get_float32_matmul_precision()` (which inductor reads) raises. cuDNN convolutions use TF32 by default.
+    torch.set_float32_matmul_precision("high")
+    return True
 
 
 @contextlib.contextmanager

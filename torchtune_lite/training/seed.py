@@ -5,6 +5,8 @@ from typing import Optional
 
 import torch
 
+from torchtune_lite.training.distributed import broadcast_object
+
 try:  # numpy is not a torch dependency; seed it when present (data code may use it)
     import numpy as np
 except ImportError:  # pragma: no cover - numpy is installed in every environment we test
@@ -17,7 +19,7 @@ def set_seed(seed: Optional[int]) -> int:
     `None` picks a fresh seed and returns it, so it can be logged and saved for an exact rerun.
     """
     if seed is None:
-        seed = random.SystemRandom().randrange(2**31)
+        seed = draw_seed()
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
         raise ValueError(f"seed={seed!r} must be a non-negative integer below 2**63 (or null to pick one)")
     random.seed(seed)
@@ -25,6 +27,19 @@ def set_seed(seed: Optional[int]) -> int:
         np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
     return seed
+
+
+def draw_seed() -> int:
+    """A fresh seed from the OS's entropy source (not from the RNGs it will seed)."""
+    return random.SystemRandom().randrange(2**31)
+
+
+def seed_for_run(configured: Optional[int], saved: Optional[int] = None) -> int:
+    """The seed every rank of a run uses: the one a resumed checkpoint saved, else `configured`, else one
+    rank 0 draws and broadcasts. One seed for all ranks matters beyond reproducibility: it fixes the data
+    sampler's shuffle, and ranks that shuffled differently would see overlapping shares of the data."""
+    seed = saved if saved is not None else configured
+    return broadcast_object(draw_seed() if seed is None else seed)
 
 
 def get_rng_state() -> dict:
@@ -43,7 +58,8 @@ def get_rng_state() -> dict:
 
 
 def set_rng_state(state: dict) -> None:
-    """Restores what `get_rng_state` captured; a CUDA state is restored only if CUDA is available."""
+    """Restores what `get_rng_state` captured. CUDA states are restored for the devices this host has: a run
+    saved on 8 GPUs resumes on 2 (the states of devices beyond the visible count are not needed)."""
     missing = [k for k in ("python", "torch") if k not in state]
     if missing:
         raise ValueError(f"RNG state lacks {missing}: pass the dict saved by get_rng_state")
@@ -54,4 +70,5 @@ def set_rng_state(state: dict) -> None:
         np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        for index, cuda_state in enumerate(state["cuda"][: torch.cuda.device_count()]):
+            torch.cuda.set_rng_state(cuda_state, index)

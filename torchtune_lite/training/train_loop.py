@@ -9,6 +9,7 @@ checkpoint holds, how tensors are reduced across ranks) comes in through the con
 
 from __future__ import annotations
 
+import math
 import signal
 import time
 from dataclasses import dataclass
@@ -93,6 +94,7 @@ class TrainLoop:
         is_rank_zero: bool = True,
         world_size: int = 1,
         val_dataloader: Optional[Iterable] = None,
+        after_first_step: Callable[[], None] = lambda: None,
     ) -> None:
         self.model, self.loss_fn = model, loss_fn
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
@@ -104,6 +106,7 @@ class TrainLoop:
         self.progress = progress or Progress()
         self.is_rank_zero, self.world_size = is_rank_zero, world_size
         self._signal = None
+        self._after_first_step: Optional[Callable[[], None]] = after_first_step
         self.loss_history: list[float] = []
         self.step_seconds: list[float] = []  # wall time of each optimizer step run by this process
 
@@ -155,51 +158,69 @@ class TrainLoop:
 
     def _run_epoch_steps(self, pbar: tqdm) -> None:
         s = self.settings
+        accum = s.gradient_accumulation_steps
         self.model.train()
         self.optimizer.zero_grad(set_to_none=True)
         loss_sum = torch.zeros((), device=self.device)
         num_tokens = torch.zeros((), device=self.device, dtype=torch.long)
+        window = _LogWindow(self.device)
         t0 = time.perf_counter()
         for i, batch in enumerate(self._batches_for_epoch(), start=1):
+            # Under FSDP2, gradients are reduce-scattered only after the step's last micro-batch; the
+            # others accumulate locally (otherwise every micro-batch pays a full gradient reduction).
+            _set_gradient_sync(self.model, i % accum == 0)
             batch_loss, batch_tokens = self._forward_backward(batch)
             loss_sum += batch_loss.detach()
             num_tokens += batch_tokens
-            if i % s.gradient_accumulation_steps:
+            if i % accum:
                 continue
 
             loss, grad_norm, tokens, stop = self._optimizer_step(loss_sum, num_tokens)
+            if self._after_first_step is not None:
+                self._after_first_step()
+                self._after_first_step = None
             seconds = time.perf_counter() - t0
             self.step_seconds.append(seconds)
             self.progress.step_in_epoch += 1
             self.progress.global_step += 1
             step = self.progress.global_step
-            self.loss_history.append(loss)
+            window.add(step, self.progress.epoch, loss, tokens, seconds)
             pbar.update(1)
-            pbar.set_description(f"{self.progress.epoch + 1}|{step}|Loss: {loss:.4f}")
+            loss_sum.zero_()
+            num_tokens.zero_()
 
-            if step % s.log_every_n_steps == 0:
+            last_step = self.progress.step_in_epoch == self.steps_per_epoch
+            every = s.run_val_every_n_steps
+            final = last_step and self.progress.epoch + 1 == s.epochs
+            validate = self.val_dataloader is not None and ((every and step % every == 0) or final)
+            save = bool(s.save_every_n_steps and step % s.save_every_n_steps == 0 and not last_step)
+            log = step % s.log_every_n_steps == 0
+            if not (log or stop or validate or save or last_step):
+                t0 = time.perf_counter()
+                continue  # no host sync on this step: the device runs ahead into the next one
+
+            # A sync point: the losses since the last one are read (one transfer), checked, and logged.
+            losses = window.losses_checked()
+            self.loss_history.extend(losses)
+            pbar.set_description(f"{self.progress.epoch + 1}|{step}|Loss: {losses[-1]:.4f}")
+            if log:
                 metrics = {
-                    "loss": loss,
+                    "loss": losses[-1],
                     "lr": self.optimizer.param_groups[0]["lr"],
-                    "tokens_per_second": tokens / seconds,
-                    "grad_norm": grad_norm,
+                    "tokens_per_second": window.tokens_per_second(),
+                    "grad_norm": float(grad_norm),
                 }
                 if s.log_peak_memory_stats:
                     metrics.update(max_over_ranks(get_memory_stats(self.device), self.device))
                 if self.is_rank_zero:
                     self.metric_logger.log_dict(metrics, step=step)
-            loss_sum.zero_()
-            num_tokens.zero_()
-
-            last_step = self.progress.step_in_epoch == self.steps_per_epoch
-            if stop:
+            window.clear()
+            if stop or (self.world_size > 1 and bool(stop_flag_over_ranks(self._signal, self.device))):
                 self.save_checkpoint(self.progress, False)
                 raise TrainingInterrupted(self._signal or signal.SIGTERM)
-            every = s.run_val_every_n_steps
-            final = last_step and self.progress.epoch + 1 == s.epochs
-            if self.val_dataloader is not None and ((every and step % every == 0) or final):
+            if validate:
                 self.log_validation(step)
-            if s.save_every_n_steps and step % s.save_every_n_steps == 0 and not last_step:
+            if save:
                 self.save_checkpoint(self.progress, False)
             t0 = time.perf_counter()  # validation and saving are not part of the next step's time
 
@@ -226,27 +247,75 @@ class TrainLoop:
         loss_sum.backward()
         return loss_sum, num_tokens
 
-    def _optimizer_step(self, loss_sum: torch.Tensor, num_tokens: torch.Tensor) -> tuple[float, float, int, bool]:
-        """Returns the step's loss, grad norm, token count, and whether to stop (a signal reached any rank)."""
-        stop = self._signal is not None
+    def _optimizer_step(
+        self, loss_sum: torch.Tensor, num_tokens: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, bool]:
+        """One optimizer step over the accumulated gradients. Returns the step's mean loss, grad norm and
+        token count as device tensors (read only at sync points), and whether a signal asks to stop here.
+
+        Nothing here waits for the device: a NaN/inf loss is caught at the next sync point, which names
+        the step it first appeared at and stops before anything is logged or saved past it.
+        """
         if self.world_size > 1:
-            # FSDP averages gradients over ranks; undo that so we divide by the global token count. A stop
-            # signal rides along, so every rank stops (and saves) after the same step.
-            stats = torch.stack([loss_sum.float(), num_tokens.float(), torch.tensor(float(stop), device=loss_sum.device)])
+            # FSDP averages gradients over ranks; undo that so we divide by the global token count.
+            stats = torch.stack([loss_sum.float(), num_tokens.float()])
             dist.all_reduce(stats)
-            loss_sum, num_tokens, stop = stats[0], stats[1], bool(stats[2] > 0)
-        total = max(int(num_tokens.item()), 1)
-        loss = loss_sum.item() / total
-        if not torch.isfinite(torch.tensor(loss)):
-            raise NonFiniteLossError(
-                f"loss is {loss} at step {self.progress.global_step + 1} (epoch {self.progress.epoch + 1}); "
-                "stopping and keeping the last good checkpoint: lower the learning rate, use dtype=fp32, "
-                "or check the data"
-            )
+            loss_sum, num_tokens = stats[0], stats[1]
+        total = num_tokens.float().clamp(min=1)
         scale_grads(self.trainable_params, self.world_size / total)
         grad_norm = clip_grad_norm_(self.trainable_params, self.settings.clip_grad_norm)
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
-        return loss, float(grad_norm), total, stop
+        # One device: stop at once on a signal. Several ranks agree at the next sync point instead, so
+        # they all stop (and save) after the same step.
+        stop = self.world_size == 1 and self._signal is not None
+        return loss_sum.float() / total, grad_norm, num_tokens, stop
+
+
+def _set_gradient_sync(model: torch.nn.Module, enabled: bool) -> None:
+    if hasattr(model, "set_requires_gradient_sync"):  # an FSDP2-sharded model
+        model.set_requires_gradient_sync(enabled)
+
+
+def stop_flag_over_ranks(signum: Optional[int], device: torch.device) -> torch.Tensor:
+    """1 if a stop signal reached any rank (the ranks must all stop after the same step), else 0."""
+    flag = torch.tensor(float(signum is not None), device=device)
+    dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+    return flag
+
+
+class _LogWindow:
+    """The steps since the last sync point: their losses stay on the device until read all at once."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.clear()
+
+    def clear(self) -> None:
+        self.steps: list[tuple[int, int]] = []  # (global step, epoch)
+        self.losses: list[torch.Tensor] = []
+        self.tokens = torch.zeros((), device=self.device)
+        self.seconds = 0.0
+
+    def add(self, step: int, epoch: int, loss: torch.Tensor, tokens: torch.Tensor, seconds: float) -> None:
+        self.steps.append((step, epoch))
+        self.losses.append(loss.detach())
+        self.tokens += tokens
+        self.seconds += seconds
+
+    def losses_checked(self) -> list[float]:
+        """The window's losses as floats; raises NonFiniteLossError naming the first NaN/inf step."""
+        values = torch.stack(self.losses).tolist()
+        for (step, epoch), loss in zip(self.steps, values):
+            if not math.isfinite(loss):
+                raise NonFiniteLossError(
+                    f"loss is {loss} at step {step} (epoch {epoch + 1}); "
+                    "stopping and keeping the last good checkpoint: lower the learning rate, use dtype=fp32, "
+                    "or check the data"
+                )
+        return values
+
+    def tokens_per_second(self) -> float:
+        return float(self.tokens) / max(self.seconds, 1e-9)

@@ -91,3 +91,30 @@ def test_user_errors():
 
     with pytest.raises(TypeError, match="map-style"):
         build_dataloader(Stream(), batch_size=1, shuffle=False, seed=0, collate_fn=collate)
+
+
+# ---------------------------------------------------------------- ranks of a run with `seed: null`
+def _ranks_epoch_with_drawn_seed(rank: int, world_size: int, n: int, consumed: int) -> dict:
+    """One rank's epoch 1 with no configured seed, then a resumed run (a fresh seed draw would differ)
+    that restores the saved seed and skips the `consumed` batches."""
+    from torchtune_lite.training.seed import seed_for_run
+
+    seed = seed_for_run(None)
+    uninterrupted = _epoch(*_build(n, batch_size=2, seed=seed, rank=rank, world_size=world_size), 1)
+    resumed_seed = seed_for_run(None, saved=seed)
+    resumed = _epoch(*_build(n, batch_size=2, seed=resumed_seed, rank=rank, world_size=world_size), 1, skip_batches=consumed)
+    return {"seed": seed, "batches": uninterrupted, "resumed": resumed}
+
+
+@pytest.mark.parametrize("world_size", [2, 3])
+def test_ranks_without_a_seed_share_one_and_split_the_epoch_and_resume_it(world_size):
+    from tests.torchtune_lite.training.ranks import run_on_ranks
+
+    n = 12 * world_size  # 6 batches of 2 per rank
+    results = run_on_ranks(world_size, _ranks_epoch_with_drawn_seed, n, 4)
+    assert len({r["seed"] for r in results}) == 1  # rank 0's draw, broadcast
+    seen = [i for r in results for batch in r["batches"] for i in batch]
+    assert sorted(seen) == list(range(n))  # disjoint shares that cover the epoch
+    assert seen != sorted(seen)  # and shuffled
+    for r in results:
+        assert len(r["batches"]) == 6 and r["resumed"] == r["batches"][4:]

@@ -26,8 +26,25 @@ def test_unknown_device_is_an_error():
         get_device("tpu")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
-def test_cuda_uses_local_rank(monkeypatch):
-    monkeypatch.setenv("LOCAL_RANK", "0")
-    assert get_device("auto") == torch.device("cuda:0")
-    assert torch.cuda.current_device() == 0
+def _fake_gpus(monkeypatch, count: int) -> list:
+    """`count` CUDA devices without CUDA; returns the devices made current, in order."""
+    current = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+    monkeypatch.setattr(torch.cuda, "set_device", current.append)
+    return current
+
+
+@pytest.mark.parametrize("name", ["auto", "cuda"])
+def test_cuda_takes_the_local_ranks_gpu_and_makes_it_current(monkeypatch, name):
+    current = _fake_gpus(monkeypatch, 4)
+    monkeypatch.setenv("LOCAL_RANK", "3")
+    assert get_device(name) == torch.device("cuda:3")
+    assert current == [torch.device("cuda:3")]
+
+
+def test_cuda_index_beyond_the_visible_gpus_is_a_one_line_error(monkeypatch):
+    _fake_gpus(monkeypatch, 2)
+    with pytest.raises(ValueError, match=r"device=cuda:2 but only 2 CUDA device\(s\) are visible: use a lower index"):
+        get_device("cuda:2")
+    assert get_device("cpu") == torch.device("cpu")  # cpu stays cpu on a GPU host

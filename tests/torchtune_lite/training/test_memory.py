@@ -27,3 +27,16 @@ def test_peak_moves_past_the_old_peak():
 def test_reset_is_a_noop_on_cpu_and_format_is_one_line():
     reset_peak_memory_stats(CPU)
     assert format_memory_stats({"rss_peak": 1.234, "rss_current": 0.5}) == "rss peak 1.23 GiB, rss current 0.50 GiB"
+
+
+def test_cuda_stats_are_the_allocators_peaks_and_reset_starts_a_new_peak(monkeypatch):
+    # A fake caching allocator standing in for CUDA: its peak only drops when reset.
+    allocator = {"peak": 6 * GIB, "current": 2 * GIB}
+    monkeypatch.setattr(torch.cuda, "memory_stats", lambda device=None: {"active_bytes.all.peak": allocator["peak"]})
+    monkeypatch.setattr(torch.cuda, "max_memory_allocated", lambda device=None: allocator["peak"])
+    monkeypatch.setattr(torch.cuda, "max_memory_reserved", lambda device=None: allocator["peak"] + GIB)
+    monkeypatch.setattr(torch.cuda, "reset_peak_memory_stats", lambda device=None: allocator.update(peak=allocator["current"]))
+    gpu = torch.device("cuda", 0)
+    assert get_memory_stats(gpu) == {"peak_memory_active": 6.0, "peak_memory_alloc": 6.0, "peak_memory_reserved": 7.0}
+    reset_peak_memory_stats(gpu)
+    assert get_memory_stats(gpu)["peak_memory_alloc"] == 2.0

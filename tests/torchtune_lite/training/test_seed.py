@@ -50,3 +50,15 @@ def test_state_survives_weights_only_save_and_load(tmp_path):
 def test_incomplete_state_is_an_error():
     with pytest.raises(ValueError, match="lacks"):
         set_rng_state({"numpy": []})
+
+
+def test_cuda_states_saved_on_more_gpus_restore_on_the_ones_this_host_has(monkeypatch):
+    # Saved on 8 GPUs, resumed on 2: only devices 0 and 1 get (their own) states back.
+    saved = get_rng_state()
+    saved["cuda"] = [torch.full((16,), i, dtype=torch.uint8) for i in range(8)]
+    restored = {}
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda state, device="cuda": restored.__setitem__(device, int(state[0])))
+    set_rng_state(saved)
+    assert restored == {0: 0, 1: 1}
