@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from torchtune_lite.data import format_alpaca_prompt
-from torchtune_lite.generation import complete, encode_prompt, generate
+from torchtune_lite.generation import complete, encode_prompt, generate, sample_next_token
 from torchtune_lite.models.llama2 import llama2
 
 TINY = dict(vocab_size=64, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, intermediate_dim=48, max_seq_len=32)
@@ -106,3 +106,33 @@ def test_prompt_matches_the_prompt_part_of_an_instruct_training_sample(tmp_path)
     assert sample["tokens"][: len(prompt)] == prompt
     assert all(label == -100 for label in sample["labels"][: len(prompt)])  # exactly the masked prompt
     assert sample["labels"][len(prompt)] != -100
+
+
+def _kept(logits: torch.Tensor, **kwargs) -> set[int]:
+    """The tokens sample_next_token can return: those drawn in many samples (all allowed ones turn up)."""
+    g = torch.Generator().manual_seed(0)
+    return {sample_next_token(logits, temperature=1.0, generator=g, **kwargs) for _ in range(2000)}
+
+
+def test_top_k_keeps_exactly_the_k_most_likely_tokens():
+    logits = torch.tensor([0.5, 2.0, -1.0, 1.5, 0.0, 1.0])  # ranks: 1, 3, 5, 0, 4, 2
+    assert _kept(logits, top_k=3) == {1, 3, 5}
+    assert _kept(logits, top_k=1) == {1}
+    assert _kept(logits, top_k=6) == set(range(6))
+
+
+def test_top_p_keeps_the_smallest_prefix_reaching_p():
+    probs = torch.tensor([0.05, 0.4, 0.1, 0.3, 0.15])  # sorted: 1 (0.4), 3 (0.7), 4 (0.85), 2 (0.95), 0 (1.0)
+    logits = probs.log()
+    assert _kept(logits, top_p=0.5) == {1, 3}  # 0.4 < 0.5, so token 3 is needed to reach it
+    assert _kept(logits, top_p=0.8) == {1, 3, 4}
+    assert _kept(logits, top_p=0.3) == {1}  # the top token alone reaches p
+    assert _kept(logits, top_k=2, top_p=0.99) == {1, 3}  # top-k applies first
+
+
+def test_top_p_samples_the_kept_tokens_in_proportion():
+    logits = torch.tensor([0.05, 0.4, 0.1, 0.3, 0.15]).log()
+    g = torch.Generator().manual_seed(1)
+    draws = torch.tensor([sample_next_token(logits, temperature=1.0, top_p=0.5, generator=g) for _ in range(4000)])
+    share_of_1 = (draws == 1).float().mean().item()
+    assert abs(share_of_1 - 0.4 / 0.7) < 0.03  # renormalised over the kept tokens

@@ -26,3 +26,17 @@ def tiny_lora_llama() -> torch.nn.Module:
         if "lora_b" in name:  # nonzero adapters, so their gradients and outputs are not trivially zero
             torch.nn.init.normal_(p, std=0.1)
     return model
+
+
+@pytest.fixture
+def tiny_qlora_llama() -> torch.nn.Module:
+    """QLoRA (NF4 base) on q/v and the MLP, dim 64 so every adapted base fits NF4's blocks; nonzero adapters."""
+    from torchtune_lite.models.llama2 import qlora_llama2
+
+    torch.manual_seed(0)
+    model = qlora_llama2(["q_proj", "v_proj"], apply_lora_to_mlp=True, lora_rank=4, lora_alpha=8.0,
+                         **{**TINY, "embed_dim": 64, "intermediate_dim": 128})
+    for name, p in model.named_parameters():
+        if "lora_b" in name:
+            torch.nn.init.normal_(p, std=0.1)
+    return model

@@ -27,7 +27,7 @@ def _num_saved(model, tokens):
     return count
 
 
-@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_lora_llama"])
+@pytest.mark.parametrize("fixture", ["tiny_llama", "tiny_lora_llama", "tiny_qlora_llama"])
 def test_same_keys_and_same_gradients(fixture, request):
     model = request.getfixturevalue(fixture)
     model.train()

@@ -35,7 +35,12 @@ def test_creates_missing_dir(tmp_path):
 def test_dir_without_checkpoints_is_fine(tmp_path):
     (tmp_path / "notes.txt").write_text("hi")
     (tmp_path / "logs").mkdir()
-    prepare_output_dir(tmp_path, resume=False, overwrite=False)
+    (tmp_path / "epoch_notes").mkdir()  # only epoch_N / step_N folders are checkpoints
+    assert prepare_output_dir(tmp_path, resume=False, overwrite=False) == []  # nothing stale to tidy
+    # what was there is left untouched, and there is no checkpoint to resume from
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_notes", "logs", "notes.txt"]
+    assert (tmp_path / "notes.txt").read_text() == "hi"
+    assert find_latest_checkpoint(tmp_path) is None
 
 
 def test_refuses_existing_run(tmp_path):

@@ -52,11 +52,20 @@ def test_qlora_forward_matches_dequantized_base_and_trains_adapters():
         layer.lora_b.weight.normal_()
     x = torch.randn(2, 5, 128, requires_grad=True)
     out = layer(x)
+    # The reference: plain F.linear on the dequantized base, with independent copies of the adapters.
     base = dequantize_nf4(layer.weight)
-    expected = F.linear(x, base) + 2.0 * layer.lora_b(layer.lora_a(x))
+    x_ref = x.detach().clone().requires_grad_(True)
+    a_ref = layer.lora_a.weight.detach().clone().requires_grad_(True)
+    b_ref = layer.lora_b.weight.detach().clone().requires_grad_(True)
+    expected = F.linear(x_ref, base) + 2.0 * F.linear(F.linear(x_ref, a_ref), b_ref)
     torch.testing.assert_close(out, expected, rtol=1e-5, atol=1e-5)
-    out.sum().backward()
-    assert x.grad is not None and layer.lora_a.weight.grad is not None and layer.lora_b.weight.grad is not None
+    grad_out = torch.randn_like(out)
+    out.backward(grad_out)
+    expected.backward(grad_out)
+    torch.testing.assert_close(x.grad, x_ref.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.lora_a.weight.grad, a_ref.grad, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(layer.lora_b.weight.grad, b_ref.grad, rtol=1e-5, atol=1e-5)
+    assert layer.lora_a.weight.grad.abs().max() > 0  # not trivially zero (lora_b is nonzero)
     assert layer.weight.grad is None
 
 
