@@ -84,6 +84,18 @@ def test_resume_mid_epoch_reproduces_uninterrupted_losses(hf_checkpoint, tmp_pat
     assert read_losses(part) == pytest.approx(read_losses(full), abs=1e-6)
 
 
+def test_activation_checkpointing_gives_the_same_losses_and_adapter(hf_checkpoint, tmp_path):
+    plain, checkpointed = tmp_path / "plain", tmp_path / "checkpointed"
+    _run("tiny/qlora", hf_checkpoint, plain, max_steps_per_epoch=3, gradient_accumulation_steps=2)
+    _run("tiny/qlora", hf_checkpoint, checkpointed, max_steps_per_epoch=3, gradient_accumulation_steps=2,
+         enable_activation_checkpointing=True)
+    assert len(read_losses(plain)) == 3
+    assert read_losses(checkpointed) == pytest.approx(read_losses(plain), abs=1e-6)
+    a = load_file(plain / "epoch_0" / "adapter" / "adapter_model.safetensors")
+    b = load_file(checkpointed / "epoch_0" / "adapter" / "adapter_model.safetensors")
+    assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
+
+
 def test_compile_runs_on_cpu_and_reports_compile_time(hf_checkpoint, tmp_path):
     proc = _run("tiny/qlora", hf_checkpoint, tmp_path, compile=True, max_steps_per_epoch=3, dtype="bf16")
     assert len(read_losses(tmp_path)) == 3

@@ -184,3 +184,33 @@ def test_two_ranks_accumulating_equal_one_device_on_all_their_data_and_reduce_on
         torch.testing.assert_close(results[0]["update"][name], grad, rtol=1e-6, atol=1e-6, msg=name)
     # gradients are reduce-scattered once per FSDP unit for the step (3 units: 2 layers and the root), not per micro-batch
     assert results[0]["reduce_scatters"] == 3
+
+
+class _NaNOnCall(ChunkedCrossEntropyLoss):
+    """The real loss, made NaN on one call (as a blown-up model would give)."""
+
+    def __init__(self, bad_call: int) -> None:
+        super().__init__(num_output_chunks=1)
+        self.calls, self.bad_call = 0, bad_call
+
+    def forward(self, *args):
+        self.calls += 1
+        loss_sum, n = super().forward(*args)
+        return (loss_sum * float("nan"), n) if self.calls == self.bad_call else (loss_sum, n)
+
+
+def test_a_nan_between_logged_steps_is_reported_at_its_own_step_and_nothing_after_it_is_logged():
+    from torchtune_lite.training.train_loop import NonFiniteLossError
+
+    model = _model()
+    metrics, saves = _Metrics(), []
+    loop = TrainLoop(
+        model=model, loss_fn=_NaNOnCall(bad_call=2), optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        lr_scheduler=None, dataloader=_Batches([_padded_batch([6, 4], seed=i) for i in range(6)]), sampler=None,
+        trainable_params=list(model.parameters()), device=torch.device("cpu"),
+        settings=LoopSettings(log_every_n_steps=3, log_peak_memory_stats=False), metric_logger=metrics,
+        save_checkpoint=lambda progress, end: saves.append(progress.global_step),
+    )
+    with pytest.raises(NonFiniteLossError, match=r"^loss is nan at step 2 \(epoch 1\); stopping"):
+        loop.run()
+    assert metrics.rows == [] and saves == []  # step 3's sync point found it before logging or saving
