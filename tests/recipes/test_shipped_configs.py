@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from tests.recipes.conftest import ASSETS, run_tune
+from tests.reliability.conftest import tune
 from torchtune_lite import config
 from torchtune_lite.cli._catalog import RECIPES
 from torchtune_lite.config import list_configs
@@ -44,7 +45,9 @@ def test_tiny_config_runs_as_shipped(recipe, config_name, tmp_path):
         args += ["max_steps_per_epoch=1", f"output_dir={out}"]
         if config_name == "tiny/pretrain":  # the one config with no base to start from: its checkpoint_dir is ???
             args += [f"checkpointer.checkpoint_dir={ASSETS / 'base'}"]
-    proc = run_tune(*args, timeout=600)
+    # One device in this process (the same code path as a new `tune`, without seconds of imports); ranks in processes.
+    proc = run_tune(*args, timeout=600) if _launcher(recipe) else tune(*args)
+    assert proc.returncode == 0, proc.stderr
     if recipe == "generate":
         assert "tokens in" in proc.stdout and "stopped at" in proc.stdout
     elif recipe == "eval":
@@ -74,8 +77,8 @@ def _large_overrides(tmp_path: Path) -> list[str]:
 
 @pytest.mark.parametrize("recipe, config_name", LARGE, ids=[f"{r}-{c}" for r, c in LARGE])
 def test_large_config_validates_and_builds_on_meta(recipe, config_name, tmp_path):
-    proc = run_tune("validate", config_name, "--recipe", recipe, *_large_overrides(tmp_path))
-    assert proc.stdout.strip() == "Config is well-formed!"
+    proc = tune("validate", config_name, "--recipe", recipe, *_large_overrides(tmp_path))
+    assert proc.returncode == 0 and proc.stdout.strip() == "Config is well-formed!", proc.stderr
     assert not (tmp_path / "out").exists()  # validating writes nothing
 
     cfg = config.load_config(config_name, _large_overrides(tmp_path))
@@ -88,6 +91,6 @@ def test_large_config_validates_and_builds_on_meta(recipe, config_name, tmp_path
 
 @pytest.mark.parametrize("config_name", ["llama2/7B_qlora", "llama2/70B_lora"])
 def test_large_config_as_shipped_names_the_missing_download(config_name, tmp_path):
-    proc = run_tune("validate", config_name, f"output_dir={tmp_path / 'out'}", check=False)
+    proc = tune("validate", config_name, f"output_dir={tmp_path / 'out'}")
     assert proc.returncode == 1
     assert proc.stderr.strip().startswith("error: tokenizer.path /tmp/Llama-2-"), proc.stderr

@@ -49,7 +49,7 @@ class LineProgress:
             self._last_line = now
             rate = (self.n - self._start_n) / max(now - self._start, 1e-9)
             eta = (self.total - self.n) / rate if rate > 0 else float("nan")
-            self._print(f"{self._amount(self.n)}/{self._amount(self.total)} {self.unit} "
+            self._print(f"{self._amount(self.n)}/{self._amount(self.total)}{'' if self.unit == 'B' else ' '}{self.unit} "
                         f"({self.n / self.total:.0%}), {now - self._start:.0f} s, about {eta:.0f} s left")
 
     def set_description(self, desc: str, refresh: bool = True) -> None:
@@ -64,7 +64,8 @@ class LineProgress:
         self._closed = True
         seconds = time.monotonic() - self._start
         done = self.total is not None and self.n >= self.total
-        amount = f"{self._amount(self.n)} {self.unit}" if done else f"{self._amount(self.n)}/{self._amount(self.total)} {self.unit}"
+        amount = f"{self._amount(self.n)}" if done else f"{self._amount(self.n)}/{self._amount(self.total)}"
+        amount += self.unit if self.unit == "B" else f" {self.unit}"
         self._print(f"{amount} in {seconds:.1f} s" + ("" if done else " (stopped early)"))
 
     def _amount(self, n: Optional[float]) -> str:
