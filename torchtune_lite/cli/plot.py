@@ -70,17 +70,20 @@ def series(records: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 def plot_runs(runs: dict[str, list[dict]], *, smoothing: float = 0.8, log_loss: bool = True):
     """A matplotlib Figure with one panel per metric group present (sharing the step axis), one colour per
-    run in every panel; each training metric is drawn as faint raw points under a smoothed line.
+    run in every panel; the training loss is drawn as faint raw points under a smoothed line.
     The loss axis is logarithmic (`log_loss`), so later progress stays visible after the first drop."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed
     from matplotlib.figure import Figure
+    from matplotlib.ticker import FormatStrFormatter
 
     panels = [(title, keys) for title, keys in PANELS if any(k in r for records in runs.values() for r in records for k in keys)]
     figure = Figure(figsize=(8, 3.2 * len(panels)), layout="constrained")
     axes = figure.subplots(len(panels), 1, squeeze=False, sharex=True)[:, 0]
     colours = {name: f"C{i % 10}" for i, name in enumerate(runs)}
+    # Earlier runs are drawn wider, so where runs coincide (same schedule, same memory) each stays visible.
+    widths = {name: 1.6 + 1.4 * (len(runs) - 1 - i) for i, name in enumerate(runs)}
     for ax, (title, keys) in zip(axes, panels):
         for name, records in runs.items():
             for key in keys:
@@ -88,22 +91,23 @@ def plot_runs(runs: dict[str, list[dict]], *, smoothing: float = 0.8, log_loss: 
                 if not steps:
                     continue
                 label = name if len(keys) == 1 or key == keys[0] else f"{name} ({key})"
-                _draw(ax, steps, values, colours[name], label, smoothing, dashed=key.startswith("val_"))
+                style = dict(color=colours[name], label=label, linewidth=widths[name])
+                if key.startswith("val_") or len(steps) < 3:  # sparse points (validation): marked, nothing to smooth
+                    ax.plot(steps, values, linestyle="--" if key.startswith("val_") else "-", marker="o", markersize=4, **style)
+                elif title == "loss":  # noisy: faint raw points under the smoothed line
+                    ax.plot(steps, values, color=colours[name], alpha=0.25, linewidth=0.8, marker="." if len(steps) < 200 else None, markersize=3)
+                    ax.plot(steps, smooth(values, smoothing), **style)
+                else:  # learning rate and memory are smooth already: drawn as logged
+                    ax.plot(steps, values, alpha=0.85, **style)
         if title == "loss" and log_loss:
             ax.set_yscale("log")
+            ax.yaxis.set_major_formatter(FormatStrFormatter("%g"))
+            ax.yaxis.set_minor_formatter(FormatStrFormatter("%g"))
         ax.set_title(title)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize="small")
     axes[-1].set_xlabel("step")
     return figure
-
-
-def _draw(ax, steps: list[int], values: list[float], colour: str, label: str, smoothing: float, dashed: bool) -> None:
-    if dashed or len(steps) < 3:  # sparse points (validation): a marked line, nothing to smooth
-        ax.plot(steps, values, color=colour, label=label, linestyle="--" if dashed else "-", marker="o", markersize=3)
-        return
-    ax.plot(steps, values, color=colour, alpha=0.25, linewidth=0.8, marker="." if len(steps) < 200 else None, markersize=3)
-    ax.plot(steps, smooth(values, smoothing), color=colour, label=label, linewidth=1.8)
 
 
 def main(args: argparse.Namespace) -> None:

@@ -41,6 +41,7 @@ class LineProgress:
         self._start = self._last_line = time.monotonic()
         self._start_n = initial
         self._closed = False
+        self.postfix = ""
 
     def update(self, n: float = 1) -> None:
         self.n += n
@@ -56,7 +57,7 @@ class LineProgress:
         self.desc = desc
 
     def set_postfix_str(self, text: str, refresh: bool = True) -> None:
-        pass
+        self.postfix = text
 
     def close(self) -> None:
         if self._closed:
@@ -65,8 +66,9 @@ class LineProgress:
         seconds = time.monotonic() - self._start
         done = self.total is not None and self.n >= self.total
         amount = f"{self._amount(self.n)}" if done else f"{self._amount(self.n)}/{self._amount(self.total)}"
-        amount += self.unit if self.unit == "B" else f" {self.unit}"
-        self._print(f"{amount} in {seconds:.1f} s" + ("" if done else " (stopped early)"))
+        amount += self.unit if self.unit == "B" else f" {self.unit}" + ("" if self.unit.endswith("s") or self.n == 1 else "s")
+        postfix = f" ({self.postfix})" if self.postfix else ""
+        self._print(f"{amount} in {seconds:.1f} s{postfix}" + ("" if done else " (stopped early)"))
 
     def _amount(self, n: Optional[float]) -> str:
         if n is None:
@@ -79,7 +81,9 @@ class LineProgress:
     def __enter__(self) -> "LineProgress":
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, exc_type: Any, *exc: Any) -> None:
+        if exc_type is not None:  # the error (or the stop) is reported on its own line: no half-phase line
+            self._closed = True
         self.close()
 
 

@@ -122,7 +122,7 @@ class TrainLoop:
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
         # One bar for the whole run (its ETA is the run's), closed on any exit so an error line never lands in it.
         bar = progress_bar(total=self.settings.epochs * self.steps_per_epoch, initial=self.progress.global_step,
-                           enabled=self.is_rank_zero, unit="steps", desc="Training")
+                           enabled=self.is_rank_zero, unit="step", desc="Training")
         try:
             with bar:
                 while self.progress.epoch < self.settings.epochs:
@@ -172,7 +172,7 @@ class TrainLoop:
             self.loss_history.append(loss)
             pbar.update(1)
             # Epochs count from 0 on screen as in the checkpoint folders (epoch_0 is the first epoch's).
-            pbar.set_description(f"epoch_{self.progress.epoch} step {step} loss {loss:.4f}", refresh=False)
+            pbar.set_postfix_str(f"epoch_{self.progress.epoch} step {step} loss {loss:.4f}", refresh=False)
 
             if step % s.log_every_n_steps == 0:
                 metrics = {

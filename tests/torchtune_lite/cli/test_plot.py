@@ -39,8 +39,9 @@ def test_two_runs_one_colour_each_in_every_panel_smoothed_over_raw_points(tmp_pa
     assert loss.get_yscale() == "log" and lr.get_yscale() == "linear"
     assert loss.get_shared_x_axes().joined(loss, memory)  # one step axis for every panel
     assert [text.get_text() for text in loss.get_legend().get_texts()] == ["a", "a (val_loss)", "b"]
-    # Per training series: the raw points (faint, unlabelled) and the smoothed line over them.
-    assert len(_lines(loss)) == 2 + 1 + 2 and len(_lines(lr)) == 4 and len(_lines(memory)) == 4
+    # Per run's loss: the raw points (faint, unlabelled) and the smoothed line over them; lr and memory as logged.
+    assert len(_lines(loss)) == 2 + 1 + 2 and len(_lines(lr)) == 2 and len(_lines(memory)) == 2
+    assert _labelled(lr)["a"].get_linewidth() > _labelled(lr)["b"].get_linewidth()  # coinciding lines both show
     raw_a = next(line for line in _lines(loss) if line.get_label().startswith("_") and len(line.get_xdata()) == 10)
     assert list(raw_a.get_ydata()) == pytest.approx([3.0 / s for s in range(1, 11)])
     smoothed = list(_labelled(loss)["a"].get_ydata())
