@@ -176,8 +176,8 @@ class FinetuneRecipe:
                 world_size=self.world_size,
             )
 
-        # The estimate is for one device; a sharded run's per-rank share is not modelled yet.
-        self.memory_estimate = self._estimate_memory(runtime_rss) if cfg.log_memory_estimate and self.world_size == 1 else None
+        # One rank's share in a sharded run (rank 0 prints it and sets it beside its own peak).
+        self.memory_estimate = self._estimate_memory(runtime_rss) if cfg.log_memory_estimate else None
 
         # Logs start only once the checkpoint and data have proven readable: bad input leaves nothing behind.
         self.metric_logger = config.instantiate(cfg.metric_logger) if cfg.metric_logger else StdoutLogger()
@@ -388,7 +388,7 @@ class FinetuneRecipe:
             seq_len = None  # packed batches are always max_seq_len long
         else:
             seq_len = max(len(self.dataset[i]["tokens"]) for i in range(min(len(self.dataset), 512)))
-        estimate = estimate_memory(self.cfg, seq_len=seq_len, runtime_baseline=runtime_rss)
+        estimate = estimate_memory(self.cfg, seq_len=seq_len, runtime_baseline=runtime_rss, world_size=self.world_size)
         self.print(estimate.table())
         return estimate
 
