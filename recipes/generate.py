@@ -58,8 +58,7 @@ def recipe_main(cfg) -> None:
     n = len(result.tokens)
     stop = "EOS" if n and result.tokens[-1] == tokenizer.eos_id else f"max_new_tokens={cfg.max_new_tokens}"
     print(
-        f"\n{n} tokens in {result.seconds:.2f} s ({n / max(result.seconds, 1e-9):.1f} tokens/s), {how}, stopped at {stop}; "
-        f"tokens: {result.tokens}",
+        f"\n{n} tokens in {result.seconds:.2f} s ({n / max(result.seconds, 1e-9):.1f} tokens/s), {how}, stopped at {stop}",
         flush=True,
     )
 

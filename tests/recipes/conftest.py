@@ -57,12 +57,19 @@ def tiny_overrides(checkpoint_dir: Path, output_dir: Path, shape: dict = TINY, *
     return model + [f"{k}={v}" for k, v in settings.items()]
 
 
+def tune_env() -> dict[str, str]:
+    """The environment of every `tune` a recipe test starts. The thread count is pinned because fp32 sums
+    split over a different number of threads differ in the last bits, and tests compare runs' losses; each
+    rank of a distributed run gets the same count (the launcher would otherwise divide the cores)."""
+    return {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+
+
+def tune_command(*args: str) -> list[str]:
+    return [sys.executable, "-m", "torchtune_lite.cli.tune", *map(str, args)]
+
+
 def run_tune(*args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
-    proc = subprocess.run(
-        [sys.executable, "-m", "torchtune_lite.cli.tune", *map(str, args)],
-        capture_output=True, text=True, env=env, timeout=timeout,
-    )
+    proc = subprocess.run(tune_command(*args), capture_output=True, text=True, env=tune_env(), timeout=timeout)
     if check and proc.returncode != 0:
         raise AssertionError(f"tune {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

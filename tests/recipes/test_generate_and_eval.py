@@ -12,7 +12,7 @@ import torch
 from tests.recipes.conftest import TINY, run_tune, tiny_overrides
 from torchtune_lite import config
 from torchtune_lite.data import padded_collate_sft
-from torchtune_lite.generation import complete
+from torchtune_lite.generation import Completion, complete
 from torchtune_lite.training.evaluation import evaluate_loss
 from torchtune_lite.training.inference_model import load_inference_model
 
@@ -34,16 +34,19 @@ def lora_run(hf_checkpoint, tmp_path_factory):
     return out / "epoch_0"
 
 
-def _generate_cli(*overrides: str) -> list[int]:
+def _generate_cli(*overrides: str) -> tuple[str, int]:
+    """The answer `tune run generate` prints (no token ids: those are not for users) and its token count."""
     proc = run_tune("run", "generate", "--config", "generation", f"prompt={PROMPT}", "max_new_tokens=16", "dtype=fp32", *overrides)
-    return [int(t) for t in re.search(r"tokens: \[([\d, ]*)\]", proc.stdout).group(1).split(",")]
+    match = re.fullmatch(r"(.*)\n\n(\d+) tokens in [^\n]*, stopped at [^\n]*\n", proc.stdout, re.S)
+    assert match and "[" not in proc.stdout.splitlines()[-1], proc.stdout
+    return match.group(1), int(match.group(2))
 
 
-def _generate_here(*overrides: str) -> list[int]:
+def _generate_here(*overrides: str) -> Completion:
     """What the recipe does, in this process (each `tune` process costs seconds of imports)."""
     cfg = config.load_config("generation", ["dtype=fp32", *overrides])
     model = load_inference_model(cfg, device=torch.device("cpu"), dtype=torch.float32)
-    return complete(model, config.instantiate(cfg.tokenizer), PROMPT, max_new_tokens=16).tokens
+    return complete(model, config.instantiate(cfg.tokenizer), PROMPT, max_new_tokens=16)
 
 
 def test_merged_checkpoint_and_base_plus_adapter_generate_the_same_tokens(lora_run, hf_checkpoint):
@@ -52,9 +55,10 @@ def test_merged_checkpoint_and_base_plus_adapter_generate_the_same_tokens(lora_r
     merged = _generate_here(*MODEL, f"checkpointer.checkpoint_dir={lora_run}")
     in_lora_model = _generate_here(*LORA_MODEL, *MODEL, *adapter)
     base = _generate_here(*MODEL, f"checkpointer.checkpoint_dir={hf_checkpoint}")
-    assert len(merged) == 16  # a random model does not stop at EOS
-    assert merged == merged_on_load == in_lora_model
-    assert base != merged  # the adapter is really applied
+    assert len(merged.tokens) == 16  # a random model does not stop at EOS
+    assert merged.tokens == in_lora_model.tokens
+    assert merged_on_load == (merged.text, 16)
+    assert base.tokens != merged.tokens  # the adapter is really applied
 
 
 def test_eval_scores_merged_and_base_plus_adapter_alike(lora_run, hf_checkpoint):

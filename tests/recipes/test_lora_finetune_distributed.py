@@ -12,7 +12,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -20,7 +19,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tests.recipes.conftest import read_losses, run_tune, save_random_llama, tiny_overrides
+from tests.recipes.conftest import read_losses, run_tune, save_random_llama, tiny_overrides, tune_command, tune_env
 
 # The tiny config's own shapes (2 layers): NF4 weights of these sizes split evenly over 2 ranks.
 SHAPE = dict(vocab_size=1024, num_layers=2, num_heads=8, num_kv_heads=4, embed_dim=256, intermediate_dim=768, max_seq_len=512)
@@ -100,9 +99,8 @@ def test_each_recipe_resumes_from_the_others_checkpoint(runs, base, tmp_path, fi
 
 
 def _start(args: list[str]) -> subprocess.Popen:
-    env = {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1"}
-    return subprocess.Popen([sys.executable, "-m", "torchtune_lite.cli.tune", *map(str, args)],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # The same environment (thread count included) as run_tune: the resumed losses are compared with its runs.
+    return subprocess.Popen(tune_command(*args), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=tune_env())
 
 
 def _wait_for_steps(out: Path, proc: subprocess.Popen, steps: int, timeout: float = 120) -> None:

@@ -3,6 +3,8 @@ one), exit 2, before any model is built and before the output directory exists."
 
 from __future__ import annotations
 
+import importlib.util
+
 import pytest
 
 from tests.reliability.conftest import tiny_overrides, tune
@@ -35,3 +37,74 @@ def test_config_mistake_is_one_line_exit_2_and_writes_nothing(recipe, config, ov
     assert message in result.error_lines[0], result.stderr
     assert "Model ready" not in result.stdout  # nothing was built
     assert not out.exists()
+
+
+def _blocked_output_dir(tmp_path):
+    (tmp_path / "a_file").write_text("not a folder")
+    return tmp_path / "a_file" / "out"  # cannot be created (also as root, which ignores read-only modes)
+
+
+# (id, overrides, extra environment, exit code, the error line's text). Each is refused by `tune validate`
+# exactly as by `tune run`, before a model is built and before anything is written.
+BAD_VALUES = [
+    ("lr-not-a-number", ["optimizer.lr=abc"], {}, 2, "error: optimizer.lr: expected float, got 'abc'"),
+    ("batch-size-0", ["batch_size=0"], {}, 2, "error: batch_size=0 is out of range: it must be at least 1"),
+    ("epochs-0", ["epochs=0"], {}, 2, "error: epochs=0 is out of range: it must be at least 1"),
+    ("dtype-fp16", ["dtype=fp16"], {}, 1, "error: dtype=fp16 is not supported for training (fp16 needs loss scaling)"),
+    ("dtype-unknown", ["dtype=int8"], {}, 1, "error: dtype=int8 is not a training dtype"),
+    ("lora-module", ["model.lora_attn_modules=[q_proj,vproj]"], {}, 2,
+     "error: model.lora_attn_modules: unknown module 'vproj' (did you mean 'v_proj'?)"),
+    ("data-file", ["dataset.data_files=/no/such/data.json"], {}, 1, "error: dataset.data_files /no/such/data.json does not exist"),
+    ("val-data-file", ["dataset_val.data_files=/no/such/val.json"], {}, 1, "error: dataset_val.data_files /no/such/val.json does not exist"),
+    ("tokenizer-path", ["tokenizer.path=/no/such/tokenizer.model"], {}, 1, "error: tokenizer.path /no/such/tokenizer.model does not exist"),
+    ("optimizer-case", ["optimizer._component_=torch.optim.Adamw"], {}, 2, "(did you mean 'AdamW'?)"),
+    ("wandb-no-login", ["metric_logger._component_=torchtune_lite.training.WandBLogger"], {"WANDB_MODE": None, "WANDB_API_KEY": None}, 1,
+     "error: metric_logger WandBLogger has no W&B login"),
+    ("device", ["device=tpu"], {}, 1, "error: device=tpu is not supported"),
+]
+
+
+@pytest.mark.parametrize("overrides, env, code, message", [case[1:] for case in BAD_VALUES], ids=[case[0] for case in BAD_VALUES])
+def test_validate_and_run_refuse_a_bad_value_with_the_same_line(overrides, env, code, message, hf_checkpoint, tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc W&B login
+    for name, value in env.items():
+        monkeypatch.delenv(name, raising=False) if value is None else monkeypatch.setenv(name, value)
+    out = tmp_path / "out"
+    args = [*tiny_overrides(hf_checkpoint, out), *overrides]
+    validated = tune("validate", CONFIG, *args)
+    ran = tune("run", RECIPE, "--config", CONFIG, *args)
+    for result in (validated, ran):
+        assert result.returncode == code, result.stderr
+        assert len(result.error_lines) == 1 and message in result.error_lines[0], result.stderr
+    assert validated.error_lines == ran.error_lines
+    assert "Model ready" not in ran.stdout and not out.exists()
+
+
+def test_an_output_dir_that_cannot_be_created_is_named(hf_checkpoint, tmp_path):
+    out = _blocked_output_dir(tmp_path)
+    args = tiny_overrides(hf_checkpoint, out)
+    validated, ran = tune("validate", CONFIG, *args), tune("run", RECIPE, "--config", CONFIG, *args)
+    expected = [f"error: output_dir {out} cannot be written ({tmp_path / 'a_file'} is a file): choose a writable output_dir"]
+    assert validated.error_lines == ran.error_lines == expected
+    assert validated.returncode == ran.returncode == 1
+
+
+@pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed here")
+def test_tensorboard_logger_without_tensorboard_is_refused_before_the_build(hf_checkpoint, tmp_path):
+    args = [*tiny_overrides(hf_checkpoint, tmp_path / "out"), "metric_logger._component_=torchtune_lite.training.TensorBoardLogger"]
+    validated, ran = tune("validate", CONFIG, *args), tune("run", RECIPE, "--config", CONFIG, *args)
+    assert validated.error_lines == ran.error_lines == [
+        "error: metric_logger TensorBoardLogger needs the tensorboard package: pip install 'torchtune_lite[tensorboard]'"
+    ]
+    assert "Model ready" not in ran.stdout
+
+
+@pytest.mark.parametrize("swap", ["metric_logger._component_=torchtune_lite.training.StdoutLogger",
+                                  "metric_logger=torchtune_lite.training.StdoutLogger"])
+def test_swapping_a_component_drops_the_keys_the_new_one_does_not_take(swap, hf_checkpoint, tmp_path):
+    args = [*tiny_overrides(hf_checkpoint, tmp_path / "out"), swap]
+    assert tune("validate", CONFIG, *args).stdout.strip() == "Config is well-formed!"
+    # A key the user sets on the command line stays theirs: the new component not taking it is an error.
+    refused = tune("validate", CONFIG, *args, "metric_logger.log_dir=/tmp/x")
+    assert refused.returncode == 2
+    assert refused.error_lines == ["error: metric_logger.log_dir: torchtune_lite.training.StdoutLogger does not accept 'log_dir'"]

@@ -18,7 +18,7 @@ def test_non_finite_loss_stops_at_its_step_and_keeps_the_last_checkpoint(run, hf
     assert result.returncode == 1, result.stderr
     # Either the loss itself goes non-finite (that step is neither logged nor saved), or a finite-loss step
     # overflows the weights (logged, but its checkpoint is refused): in both the newest checkpoint is usable.
-    stop = re.fullmatch(r"error: (loss is (nan|inf|-inf)|the weights became NaN or inf) at step (\d+) \(epoch 1\); "
+    stop = re.fullmatch(r"error: (loss is (nan|inf|-inf)|the weights became NaN or inf) at step (\d+) \(epoch_0\); "
                         r"(stopping and keeping the last good checkpoint|not saving them, the last good checkpoint stays): .*",
                         result.error_lines[-1])
     assert stop, result.stderr

@@ -47,9 +47,12 @@ def main(args: argparse.Namespace) -> None:
     dest = _destination(args.dest, source)
     if dest.exists() and not args.force:
         fail(f"{dest} already exists: pass --force to overwrite it")
-    if not dest.parent.exists():
-        if not args.make_parents:
-            fail(f"folder {dest.parent} does not exist: create it or pass --make-parents")
-        dest.parent.mkdir(parents=True)
-    shutil.copyfile(source, dest)
+    try:
+        if not dest.parent.exists():
+            if not args.make_parents:
+                fail(f"folder {dest.parent} does not exist: create it or pass --make-parents")
+            dest.parent.mkdir(parents=True)
+        shutil.copyfile(source, dest)
+    except OSError as err:
+        fail(f"cannot write {dest} ({err.strerror or err}): choose a writable destination", code=1)
     print(f"Copied {source.name} to {dest}")

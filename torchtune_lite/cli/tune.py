@@ -26,7 +26,11 @@ def build_parser() -> ArgumentParser:
 def main(argv: list[str] | None = None) -> None:
     """The `tune` entry point. User errors print one `error:` line and exit 2; recipes keep their exit codes."""
     parser = build_parser()
-    args, extra = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
+    argv = sys.argv[1:] if argv is None else argv
+    if not argv:  # `tune` alone: show what it can do
+        parser.print_help()
+        return
+    args, extra = parser.parse_known_args(argv)
     if extra:
         # argparse cannot take positionals after an option (`validate CFG --recipe R a=1`); overrides
         # are the only thing that may land here.

@@ -13,6 +13,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from torchtune_lite.config._errors import ConfigError
+from torchtune_lite.config._instantiate import import_component
+from torchtune_lite.config._signature import accepted_keywords
 
 _ASSETS = Path(str(files("torchtune_lite"))) / "assets"
 
@@ -71,7 +73,10 @@ def _parse_value(text: str):
 
 
 def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
-    """`key=value`, `a.b=c`, `a=[x,y]`, `~key` (drop), `model=pkg.fn` (swap a component's `_component_`)."""
+    """`key=value`, `a.b=c`, `a=[x,y]`, `~key` (drop), `model=pkg.fn` or `model._component_=pkg.fn` (swap a
+    component: the old component's keys the new one does not accept are dropped, unless set on the command
+    line, which stays an error for `validate` to report)."""
+    explicit: set[str] = set()
     for token in overrides:
         if token.startswith("~"):
             key = token[1:]
@@ -87,13 +92,34 @@ def apply_overrides(cfg: DictConfig, overrides: list[str]) -> DictConfig:
         value = _parse_value(raw)
         current = OmegaConf.select(cfg, key, default=None, throw_on_resolution_failure=False)
         if isinstance(current, DictConfig) and "_component_" in current and isinstance(value, str):
-            current["_component_"] = value
+            _swap_component(current, value, key, explicit)
+            continue
+        parent_key, _, leaf = key.rpartition(".")
+        parent = OmegaConf.select(cfg, parent_key, default=None, throw_on_resolution_failure=False) if parent_key else None
+        if leaf == "_component_" and isinstance(parent, DictConfig) and "_component_" in parent and isinstance(value, str):
+            _swap_component(parent, value, parent_key, explicit)
             continue
         try:
             OmegaConf.update(cfg, key, value, merge=False, force_add=True)
         except OmegaConfBaseException as err:
             raise ConfigError(f"bad override '{token}': {str(err).splitlines()[0]}") from None
+        explicit.add(key)
     return cfg
+
+
+def _swap_component(node: DictConfig, component: str, key: str, explicit: set[str]) -> None:
+    """Points `node` at `component` and drops the keys the config gave the old one that the new one does
+    not accept (`metric_logger=...StdoutLogger` drops DiskLogger's `log_dir`)."""
+    node["_component_"] = component
+    try:
+        accepted, var_kw = accepted_keywords(import_component(component))
+    except ConfigError:
+        return  # an unknown component: validate reports it with a suggestion
+    if var_kw:
+        return
+    for arg in [k for k in node if k != "_component_" and k not in accepted]:
+        if f"{key}.{arg}" not in explicit:
+            del node[arg]
 
 
 def load_config(name_or_path: str, overrides: list[str] | None = None) -> DictConfig:

@@ -7,6 +7,7 @@ import errno
 import functools
 import os
 import sys
+import warnings
 from typing import Callable
 
 from torchtune_lite.config._errors import ConfigError
@@ -53,8 +54,22 @@ def parse_recipe_args(argv: list[str]) -> tuple[str, list[str]]:
     return config_name, overrides
 
 
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
+def show_warnings_as_one_line() -> None:
+    """Warnings print as `warning: <message>` once per message, not with the file, line number and source
+    line of the `warnings.warn` call (which say nothing to a user). `python -W` settings are kept."""
+    warnings.formatwarning = _one_line_warning
+    if not sys.warnoptions:
+        warnings.simplefilter("once")
+        warnings.filterwarnings("ignore", category=DeprecationWarning)
+
+
 def run_reporting_errors(fn: Callable[[], None]) -> None:
     """Runs `fn`; a user error becomes one `error:` line on stderr and exit 2 (config) or 1 (other)."""
+    show_warnings_as_one_line()
     try:
         fn()
     except Exception as err:

@@ -17,10 +17,12 @@ try:  # `int | None` annotations (Python 3.10+)
 except ImportError:  # pragma: no cover
     UnionType = None
 
+import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from torchtune_lite.config._errors import ConfigError, did_you_mean
 from torchtune_lite.config._instantiate import import_component
+from torchtune_lite.config._signature import accepted_keywords
 
 Component = NewType("Component", DictConfig)
 """A config node with a `_component_` key, in a recipe's settings dataclass."""
@@ -89,22 +91,43 @@ def _check_value(key: str, value: Any, tp: Any) -> None:
         raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
 
 
-def _accepted_keywords(target: Any) -> tuple[set[str], bool]:
-    """Keyword names `target` accepts, and whether it takes **kwargs."""
+_SCALARS = (bool, int, float, str)
+
+
+def _keyword_types(target: Any) -> dict[str, Any]:
+    """Type hints of `target`'s keywords (its `__init__`'s for a class); {} where they cannot be read."""
     try:
-        sig = inspect.signature(target)
-    except (TypeError, ValueError):
-        return set(), True
-    names = {n for n, p in sig.parameters.items() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
-    var_kw = any(p.kind is p.VAR_KEYWORD for p in sig.parameters.values())
-    return names, var_kw
+        return typing.get_type_hints(target.__init__ if inspect.isclass(target) else target)
+    except Exception:  # string annotations naming what is not importable, partials, builtins: no hints
+        return {}
+
+
+def _check_keyword_type(key: str, value: Any, hint: Any) -> None:
+    """A scalar from the config must fit a keyword hinted with scalars (`lr: float | Tensor` refuses 'abc'
+    before the optimizer would raise a TypeError deep inside). Hints naming other types are not checked:
+    a config may legitimately pass a string a function converts."""
+    options = typing.get_args(hint) if typing.get_origin(hint) in (Union, UnionType) else (hint,)
+    if not isinstance(value, _SCALARS) or any(o not in (*_SCALARS, type(None), torch.Tensor) for o in options):
+        return
+    scalars = [o for o in options if o in _SCALARS]
+    if scalars and not any(_fits(value, o) for o in scalars):
+        raise ConfigError(f"{key}: expected {' or '.join(_type_name(o) for o in scalars)}, got {value!r}")
+
+
+def _fits(value: Any, tp: type) -> bool:
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    return isinstance(value, tp)
 
 
 def _check_component(key: str, node: Any) -> None:
     if not isinstance(node, DictConfig) or "_component_" not in node:
         raise ConfigError(f"{key}: expected a node with _component_, got {node!r}")
     target = import_component(node._component_, where=f"{key}._component_")
-    accepted, var_kw = _accepted_keywords(target)
+    accepted, var_kw = accepted_keywords(target)
+    hints = _keyword_types(target)
     for arg, value in node.items():
         if arg == "_component_":
             continue
@@ -112,6 +135,8 @@ def _check_component(key: str, node: Any) -> None:
             raise ConfigError(
                 f"{key}.{arg}: {node._component_} does not accept '{arg}'{did_you_mean(arg, accepted)}"
             )
+        if arg in hints and value is not None:
+            _check_keyword_type(f"{key}.{arg}", value, hints[arg])
         _check_nested(f"{key}.{arg}", value)
 
 
@@ -128,8 +153,8 @@ def _check_nested(key: str, value: Any) -> None:
 
 
 def validate(cfg: DictConfig, schema: type) -> DictConfig:
-    """Raises ConfigError for unknown, missing or mistyped keys and bad components; returns `cfg` with
-    the schema's defaults filled in for keys it omits."""
+    """Raises ConfigError for unknown, missing or mistyped keys and bad components, then runs the schema's
+    `check_values(cfg)` if it has one; returns `cfg` with the schema's defaults filled in for keys it omits."""
     if not dataclasses.is_dataclass(schema):
         raise TypeError(f"validate: schema must be a dataclass type, got {schema!r}")
     fields = {f.name: f for f in dataclasses.fields(schema)}
@@ -144,4 +169,9 @@ def validate(cfg: DictConfig, schema: type) -> DictConfig:
                 raise ConfigError(f"missing required key '{name}': add it to the config or pass {name}=...")
             filled[name] = field.default if field.default is not _MISSING else field.default_factory()
         _check_value(name, filled[name], hints[name])
+    # What types cannot say (ranges, files that must exist, a logger's dependencies) the schema checks
+    # itself; `tune validate` and the run both get here, so they refuse the same configs the same way.
+    check_values = getattr(schema, "check_values", None)
+    if check_values is not None:
+        check_values(filled)
     return filled

@@ -17,11 +17,8 @@ class DataFileError(ValueError):
 def load_rows(source: str, data_files: str) -> list[dict[str, Any]]:
     """All rows of `data_files` as dicts. `source` json reads a JSON list or JSON Lines (by content).
     Files are read as UTF-8 with or without a byte-order mark (spreadsheet exports often start with one)."""
-    if source not in SOURCES:
-        raise DataFileError(f"dataset.source={source} is not supported: use one of {', '.join(SOURCES)}")
+    check_data_files(source, data_files)
     path = Path(data_files)
-    if not path.is_file():
-        raise FileNotFoundError(f"dataset.data_files {path} does not exist: point it at a local {source} file")
     try:
         rows = _read(source, path)
     except UnicodeDecodeError as err:
@@ -29,6 +26,15 @@ def load_rows(source: str, data_files: str) -> list[dict[str, Any]]:
     if not rows:
         raise DataFileError(f"dataset.data_files {path} holds no rows: the data set is empty")
     return rows
+
+
+def check_data_files(source: str, data_files: str, key: str = "dataset.data_files") -> None:
+    """`source` is one we read and `data_files` is a file (checked before a run builds anything)."""
+    if source not in SOURCES:
+        raise DataFileError(f"{key.rsplit('.', 1)[0]}.source={source} is not supported: use one of {', '.join(SOURCES)}")
+    path = Path(str(data_files)).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{key} {data_files} does not exist: point it at a local {source} file")
 
 
 def _read(source: str, path: Path) -> list[dict[str, Any]]:

@@ -29,3 +29,11 @@ def get_device(device: Union[str, torch.device] = "auto") -> torch.device:
         torch.cuda.set_device(result)
         return result
     raise ValueError(f"device={device} is not supported: use auto, cpu, cuda or cuda:N")
+
+
+def check_device_name(device: str) -> None:
+    """Refuses a device name `get_device` would not understand (checked before anything is built; whether
+    CUDA is there is left to `get_device`, since `tune validate` may run on another machine)."""
+    name = str(device).strip().lower()
+    if name not in ("auto", "cpu", "cuda") and not (name.startswith("cuda:") and name[5:].isdigit()):
+        raise ValueError(f"device={device} is not supported: use auto, cpu, cuda or cuda:N")

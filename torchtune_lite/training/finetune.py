@@ -22,6 +22,7 @@ from torchtune_lite import config
 from torchtune_lite.config import Component
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
+from torchtune_lite.training.config_checks import check_finetune_config
 from torchtune_lite.training.compile import compile_loss, compile_model, compile_seconds
 from torchtune_lite.training.data_loading import build_dataloader, collate_for
 from torchtune_lite.training.device import get_device
@@ -32,6 +33,7 @@ from torchtune_lite.training.optimizer_state import load_optimizer_state, optimi
 from torchtune_lite.training.metric_logging import StdoutLogger, scrub_secrets
 from torchtune_lite.training.output_dir import RECIPE_STATE_FILE, find_latest_checkpoint, prepare_output_dir
 from torchtune_lite.training.precision import enable_tf32_for_fp32, get_dtype, set_default_dtype
+from torchtune_lite.training.progress_bars import write_above_bar
 from torchtune_lite.training.seed import get_rng_state, seed_for_run, set_rng_state, set_seed
 from torchtune_lite.training.nf4_cache import load_weights_with_nf4_cache, nf4_cache_path
 from torchtune_lite.training.weight_loading import allocate_empty, assert_materialized, load_weights_streaming
@@ -77,6 +79,11 @@ class FinetuneConfig:
     max_new_tokens: int = 48
     nf4_cache_dir: Optional[str] = None  # keep the quantized base here and reuse it on the next run (one device)
 
+    @staticmethod
+    def check_values(cfg: DictConfig) -> None:
+        """Ranges, files and dependencies, checked by `tune validate` and at the start of the run alike."""
+        check_finetune_config(cfg)
+
 
 class FinetuneRecipe:
     """Base of the fine-tuning recipes. Subclasses implement `setup_model` and `trainable_params`."""
@@ -121,7 +128,9 @@ class FinetuneRecipe:
         runtime_rss = psutil.Process().memory_info().rss  # what this process holds before the run allocates
         if self.is_rank_zero:
             # First, so a checkpoint that a killed save had moved aside is back before we look for the latest.
-            prepare_output_dir(self.output_dir, resume=cfg.resume_from_checkpoint, overwrite=cfg.overwrite_output_dir)
+            log_dir = cfg.metric_logger.get("log_dir") if cfg.metric_logger else None
+            prepare_output_dir(self.output_dir, resume=cfg.resume_from_checkpoint, overwrite=cfg.overwrite_output_dir,
+                               log_dir=Path(log_dir) if log_dir else None)
         resume_dir = broadcast_object(self._find_resume_dir() if self.is_rank_zero else None)
 
         self.checkpointer = self._build_checkpointer(resume_dir)
@@ -163,8 +172,8 @@ class FinetuneRecipe:
                 pin_memory=self.device.type == "cuda",
             )
 
-        # The estimate is for one device; a sharded run's per-rank share is not modelled yet.
-        self.memory_estimate = self._estimate_memory(runtime_rss) if cfg.log_memory_estimate and self.world_size == 1 else None
+        # One rank's share in a sharded run (rank 0 prints it and sets it beside its own peak).
+        self.memory_estimate = self._estimate_memory(runtime_rss) if cfg.log_memory_estimate else None
 
         # Logs start only once the checkpoint and data have proven readable: bad input leaves nothing behind.
         self.metric_logger = config.instantiate(cfg.metric_logger) if cfg.metric_logger else StdoutLogger()
@@ -194,7 +203,7 @@ class FinetuneRecipe:
         self.progress = Progress()
         if "recipe_state" in checkpoint:
             self._restore_recipe_state(checkpoint["recipe_state"])
-            self.print(f"Resuming from {resume_dir} at epoch {self.progress.epoch + 1}, step {self.progress.global_step}")
+            self.print(f"Resuming from {resume_dir} at epoch_{self.progress.epoch}, step {self.progress.global_step}")
 
         self.loop = TrainLoop(
             model=self.model,
@@ -223,7 +232,10 @@ class FinetuneRecipe:
         self.print(f"Training done. Peak memory: {format_memory_stats(peak)}")
         if self.memory_estimate is not None:
             self.print(self.memory_estimate.compare(peak))
-        if self.cfg.generate_after_training and self.is_rank_zero:
+        if self.cfg.generate_after_training:
+            # Every rank generates: a sharded model's forward needs all of them (each gathers the layers'
+            # weights in turn); greedy decoding on the same gathered weights picks the same tokens on every
+            # rank, so they stop together. Rank 0 prints.
             self.show_generation(self.cfg.generate_after_training)
 
     def report_compile_time(self, step_seconds: list[float]) -> None:
@@ -266,7 +278,7 @@ class FinetuneRecipe:
             torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
         if not bool(finite):
             raise NonFiniteLossError(
-                f"the weights became NaN or inf at step {progress.global_step} (epoch {progress.epoch + 1}); not saving "
+                f"the weights became NaN or inf at step {progress.global_step} (epoch_{progress.epoch}); not saving "
                 "them, the last good checkpoint stays: lower the learning rate, use dtype=fp32, or check the data"
             )
 
@@ -324,7 +336,10 @@ class FinetuneRecipe:
 
     def print(self, message: str, error: bool = False) -> None:
         if self.is_rank_zero:
-            print(message, file=sys.stderr if error else sys.stdout, flush=True)
+            if error:
+                print(message, file=sys.stderr, flush=True)
+            else:
+                write_above_bar(message)  # a checkpoint saved mid-run is announced above the training bar
 
     def load_base_weights(self, model: torch.nn.Module, may_be_missing=lambda key: False) -> None:
         """Streams the checkpoint's weights into `model` one tensor at a time, or, with `nf4_cache_dir`, copies
@@ -373,7 +388,7 @@ class FinetuneRecipe:
             seq_len = None  # packed batches are always max_seq_len long
         else:
             seq_len = max(len(self.dataset[i]["tokens"]) for i in range(min(len(self.dataset), 512)))
-        estimate = estimate_memory(self.cfg, seq_len=seq_len, runtime_baseline=runtime_rss)
+        estimate = estimate_memory(self.cfg, seq_len=seq_len, runtime_baseline=runtime_rss, world_size=self.world_size)
         self.print(estimate.table())
         return estimate
 

@@ -79,13 +79,16 @@ class MemoryEstimate:
 
 
 def estimate_memory(
-    cfg: DictConfig, *, seq_len: Optional[int] = None, runtime_baseline: Optional[int] = None
+    cfg: DictConfig, *, seq_len: Optional[int] = None, runtime_baseline: Optional[int] = None, world_size: int = 1
 ) -> MemoryEstimate:
     """The peak memory a fine-tuning run of `cfg` (a resolved recipe config) should reach, part by part.
 
     `seq_len` is the padded batch length (default: the tokenizer's `max_seq_len`, the longest a batch can
     be; pass `longest_sample(cfg)` for unpacked data shorter than that). `runtime_baseline` is the CPU
-    runtime's resident bytes (default: `measure_runtime_baseline()`); ignored on CUDA.
+    runtime's resident bytes (default: `measure_runtime_baseline()`); ignored on CUDA. With `world_size` > 1
+    the figure is one rank's of a sharded run: weights, gradients and optimizer states are split over the
+    ranks (FSDP2), and the whole weights of two layers (the one computing and the one prefetched) are
+    gathered at a time; each rank runs its own `batch_size`.
     """
     device_type = _device_type(str(cfg.get("device", "auto")))
     dtype = _dtype(cfg.get("dtype", "auto"), device_type)
@@ -99,15 +102,18 @@ def estimate_memory(
     trainable = weights["adapters"] if weights["adapters"] else weights["high-precision weights"]
     states = _STATES_PER_PARAM.get(str(cfg.optimizer._component_).rsplit(".", 1)[-1], 2)
 
+    shards = max(int(world_size), 1)
     parts = {
-        "NF4 weights": weights["NF4 weights"],
-        "high-precision weights": weights["high-precision weights"],
-        "adapters": weights["adapters"],
-        "gradients": trainable,
-        "optimizer states": states * trainable,
+        "NF4 weights": weights["NF4 weights"] // shards,
+        "high-precision weights": weights["high-precision weights"] // shards,
+        "adapters": weights["adapters"] // shards,
+        "gradients": trainable // shards,
+        "optimizer states": states * trainable // shards,
         "activations": activation_bytes(model, batch_size, seq_len, checkpointed=ac),
         "loss and dequant buffers": _working_buffers(cfg, model, batch_size, seq_len, dtype),
     }
+    if shards > 1:
+        parts["gathered layers (FSDP)"] = 2 * _largest_layer_bytes(model)
     if device_type == "cpu":
         # glibc keeps the freed blocks of one step's transient tensors resident while the next step allocates
         # its own (batch shapes change from step to step, so blocks are rarely reused in place): about one more
@@ -132,6 +138,13 @@ def build_meta_model(cfg: DictConfig, dtype: torch.dtype) -> torch.nn.Module:
     for name, param in model.named_parameters():
         param.requires_grad_(not has_lora or "lora_" in name)
     return model
+
+
+def _largest_layer_bytes(model: torch.nn.Module) -> int:
+    """Bytes of the largest decoder layer's parameters as stored (NF4 weights at their NF4 size)."""
+    layers = [m for m in model.modules() if isinstance(m, TransformerDecoderLayer)]
+    nf4 = getattr(model, "nf4_requested", False)
+    return max((sum(weight_bytes(layer, nf4=nf4).values()) for layer in layers), default=0)
 
 
 def _requests_nf4(model_cfg: DictConfig) -> bool:
@@ -172,10 +185,12 @@ def _saved_by_forward(model: torch.nn.Module, batch_size: int, seq_len: int) -> 
     return sum(size for key, size in sizes.items() if key not in params)
 
 
-def weight_bytes(model: torch.nn.Module) -> dict[str, int]:
-    """Bytes of the model's NF4 weights, other frozen or trained high-precision weights, and LoRA adapters."""
+def weight_bytes(model: torch.nn.Module, nf4: Optional[bool] = None) -> dict[str, int]:
+    """Bytes of the model's (or one layer's) NF4 weights, other frozen or trained high-precision weights, and
+    LoRA adapters. `nf4`: whether the LoRA base weights count at NF4 size (default: `model.nf4_requested`)."""
     out = {"NF4 weights": 0, "high-precision weights": 0, "adapters": 0}
-    nf4_weights = {id(m.weight) for m in model.modules() if isinstance(m, LoRALinear) and getattr(model, "nf4_requested", False)}
+    nf4 = getattr(model, "nf4_requested", False) if nf4 is None else nf4
+    nf4_weights = {id(m.weight) for m in model.modules() if isinstance(m, LoRALinear) and nf4}
     for name, param in model.named_parameters():
         if isinstance(param, NF4Tensor):
             inner, _ = param.__tensor_flatten__()

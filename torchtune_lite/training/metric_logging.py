@@ -9,7 +9,9 @@ for example one interpolated into the config with `${oc.env:HF_TOKEN}`.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import netrc
 import os
 import re
 import time
@@ -18,6 +20,8 @@ from typing import Any, Mapping, Optional
 
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
+
+from torchtune_lite.training.progress_bars import write_above_bar
 
 REDACTED = "<redacted>"
 _SECRET_WORDS = {"key", "pwd", "credential", "credentials"}
@@ -81,6 +85,14 @@ def _is_rank_zero() -> bool:
     return int(os.environ.get("RANK", 0)) == 0
 
 
+def _netrc_has_login(host: str) -> bool:
+    """Whether ~/.netrc (where `wandb login` stores the key) has an entry for `host`; the key is not read out."""
+    try:
+        return netrc.netrc().authenticators(host) is not None
+    except (FileNotFoundError, netrc.NetrcParseError, OSError):
+        return False
+
+
 def _plain(value: Any) -> Any:
     """A JSON/YAML-friendly scalar: 0-dim tensors become Python numbers."""
     if isinstance(value, torch.Tensor):
@@ -122,7 +134,7 @@ class StdoutLogger(MetricLogger):
         items = " ".join(
             f"{k}:{v:.4g}" if isinstance(v, float) else f"{k}:{v}" for k, v in ((k, _plain(v)) for k, v in payload.items())
         )
-        print(f"Step {step} | {items}", flush=True)
+        write_above_bar(f"Step {step} | {items}")  # not into the training bar's line
 
 
 class DiskLogger(MetricLogger):
@@ -168,10 +180,8 @@ class WandBLogger(MetricLogger):
         log_dir: Optional[str] = None,
         **kwargs: Any,
     ) -> None:
-        try:
-            import wandb
-        except ImportError as err:
-            raise ImportError("WandBLogger needs the wandb package: pip install wandb") from err
+        self.check_ready(project=project, entity=entity, group=group, log_dir=log_dir, **kwargs)
+        import wandb
 
         self._run = None
         if _is_rank_zero():
@@ -181,6 +191,22 @@ class WandBLogger(MetricLogger):
             # Plot everything against our optimizer step, not wandb's own call counter.
             self._run.define_metric("step")
             self._run.define_metric("*", step_metric="step", step_sync=True)
+
+    @staticmethod
+    def check_ready(**kwargs: Any) -> None:
+        """Refuses to start a run that W&B would stop later: no wandb package, or no way to log (neither
+        `WANDB_MODE=offline`/`disabled` nor an API key in `WANDB_API_KEY` or ~/.netrc from `wandb login`)."""
+        if importlib.util.find_spec("wandb") is None:
+            raise ValueError("metric_logger WandBLogger needs the wandb package: pip install wandb")
+        mode = os.environ.get("WANDB_MODE", kwargs.get("mode") or "").lower()
+        if mode in ("offline", "disabled", "dryrun") or os.environ.get("WANDB_API_KEY"):
+            return
+        if _netrc_has_login("api.wandb.ai"):
+            return
+        raise ValueError(
+            "metric_logger WandBLogger has no W&B login: run `wandb login`, set WANDB_API_KEY, "
+            "or set WANDB_MODE=offline to log locally (upload later with `wandb sync`)"
+        )
 
     def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
         if self._run is not None:
@@ -201,11 +227,17 @@ class TensorBoardLogger(MetricLogger):
     """TensorBoard event files in `log_dir` (needs the `tensorboard` package). Only rank 0 writes."""
 
     def __init__(self, log_dir: str) -> None:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError as err:
-            raise ImportError("TensorBoardLogger needs the tensorboard package: pip install tensorboard") from err
+        self.check_ready()
+        from torch.utils.tensorboard import SummaryWriter
+
         self._writer = SummaryWriter(log_dir=log_dir) if _is_rank_zero() else None
+
+    @staticmethod
+    def check_ready(**kwargs: Any) -> None:
+        if importlib.util.find_spec("tensorboard") is None:
+            raise ValueError(
+                "metric_logger TensorBoardLogger needs the tensorboard package: pip install 'torchtune_lite[tensorboard]'"
+            )
 
     def log_dict(self, payload: Mapping[str, Any], step: int) -> None:
         if self._writer is not None:

@@ -24,6 +24,7 @@ from torch import nn
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.training.checkpointing._errors import CheckpointFormatError
 from torchtune_lite.training.checkpointing._safetensors_io import SafetensorsReader, TensorToWrite, write_safetensors
+from torchtune_lite.training.progress_bars import track_writes
 from torchtune_lite.training.weight_loading import load_weights_streaming
 
 log = logging.getLogger("torchtune_lite")
@@ -63,7 +64,8 @@ def save_nf4_cache(path: Path, tensors: dict[str, torch.Tensor]) -> None:
         else:
             to_write.append(TensorToWrite(key, tuple(value.shape), value.dtype, lambda t=value: t))
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_safetensors(path, to_write, metadata={"format": CACHE_FORMAT, "nf4": json.dumps(nf4_layout)})
+    with track_writes(to_write, "Writing the NF4 cache") as tracked:
+        write_safetensors(path, tracked, metadata={"format": CACHE_FORMAT, "nf4": json.dumps(nf4_layout)})
 
 
 def iter_nf4_cache(path: Path) -> Iterator[tuple[str, torch.Tensor]]:
@@ -112,7 +114,8 @@ def load_weights_with_nf4_cache(
     """
     if cache_path.is_file():
         try:
-            load_weights_streaming(model, iter_nf4_cache(cache_path), source=str(cache_path), may_be_missing=may_be_missing)
+            load_weights_streaming(model, iter_nf4_cache(cache_path), source=str(cache_path), may_be_missing=may_be_missing,
+                                   desc="Loading the NF4 cache")
             log.info("Loaded the quantized base from the NF4 cache %s", cache_path)
             return True
         except (CheckpointFormatError, ValueError) as err:

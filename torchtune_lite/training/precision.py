@@ -22,6 +22,18 @@ def has_fast_bf16(device: torch.device) -> bool:
     return True
 
 
+def check_dtype_name(name: Optional[str]) -> Optional[torch.dtype]:
+    """The dtype `name` stands for (None for "auto" or None); ValueError for names we do not train in."""
+    name = "auto" if name is None else str(name).lower()
+    if name in ("fp16", "float16", "half"):
+        raise ValueError(f"dtype={name} is not supported for training (fp16 needs loss scaling): use dtype=bf16, fp32 or auto")
+    if name == "auto":
+        return None
+    if name not in _DTYPES:
+        raise ValueError(f"dtype={name} is not a training dtype: use dtype=bf16, fp32 or auto")
+    return _DTYPES[name]
+
+
 def get_dtype(name: Optional[str], device: torch.device) -> torch.dtype:
     """The parameter/compute dtype for `name` on `device`: "bf16", "fp32", or "auto" (the default when None):
     bf16 where the device computes it natively (see `has_fast_bf16`), else fp32.
@@ -30,14 +42,9 @@ def get_dtype(name: Optional[str], device: torch.device) -> torch.dtype:
     that supports it. bf16 on CUDA is checked against the device; on a CPU without native bf16 it is
     allowed (it halves memory) with a warning that it is slow.
     """
-    name = "auto" if name is None else str(name).lower()
-    if name in ("fp16", "float16", "half"):
-        raise ValueError(f"dtype={name} is not supported for training (fp16 needs loss scaling): use dtype=bf16, fp32 or auto")
-    if name == "auto":
+    dtype = check_dtype_name(name)
+    if dtype is None:
         return torch.bfloat16 if has_fast_bf16(device) else torch.float32
-    if name not in _DTYPES:
-        raise ValueError(f"dtype={name} is not a training dtype: use dtype=bf16, fp32 or auto")
-    dtype = _DTYPES[name]
     if dtype == torch.bfloat16 and device.type == "cuda" and not torch.cuda.is_bf16_supported():
         raise ValueError(f"dtype=bf16 but {torch.cuda.get_device_name(device)} does not support bf16: use dtype=fp32")
     if dtype == torch.bfloat16 and not has_fast_bf16(device):

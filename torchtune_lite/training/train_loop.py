@@ -25,6 +25,7 @@ from torchtune_lite.training.evaluation import evaluate_loss, forward_loss
 from torchtune_lite.training.loss import IGNORE_INDEX, shift_labels  # noqa: F401 (re-exported)
 from torchtune_lite.training.gradients import clip_grad_norm_, scale_grads
 from torchtune_lite.training.memory import get_memory_stats
+from torchtune_lite.training.progress_bars import progress_bar
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
@@ -122,12 +123,16 @@ class TrainLoop:
                 "lower batch_size or gradient_accumulation_steps, or add data"
             )
         previous = {s: signal.signal(s, self._on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
+        # One bar for the whole run (its ETA is the run's), closed on any exit so an error line never lands in it.
+        bar = progress_bar(total=self.settings.epochs * self.steps_per_epoch, initial=self.progress.global_step,
+                           enabled=self.is_rank_zero, unit="step", desc="Training")
         try:
-            while self.progress.epoch < self.settings.epochs:
-                self._run_epoch()
-                self.progress.epoch += 1
-                self.progress.step_in_epoch = 0
-                self.save_checkpoint(self.progress, True)
+            with bar:
+                while self.progress.epoch < self.settings.epochs:
+                    self._run_epoch_steps(bar)
+                    self.progress.epoch += 1
+                    self.progress.step_in_epoch = 0
+                    self.save_checkpoint(self.progress, True)
         finally:
             for s, handler in previous.items():
                 signal.signal(s, handler)
@@ -146,15 +151,6 @@ class TrainLoop:
             skip_batches=self.progress.step_in_epoch * accum,
             max_batches=self.steps_per_epoch * accum,
         )
-
-    def _run_epoch(self) -> None:
-        with tqdm(
-            total=self.steps_per_epoch,
-            initial=self.progress.step_in_epoch,
-            disable=not self.is_rank_zero,
-            dynamic_ncols=True,
-        ) as pbar:  # closed on any exit, so an error line never lands inside the bar
-            self._run_epoch_steps(pbar)
 
     def _run_epoch_steps(self, pbar: tqdm) -> None:
         s = self.settings
@@ -202,7 +198,8 @@ class TrainLoop:
             # A sync point: the losses since the last one are read (one transfer), checked, and logged.
             losses = window.losses_checked()
             self.loss_history.extend(losses)
-            pbar.set_description(f"{self.progress.epoch + 1}|{step}|Loss: {losses[-1]:.4f}")
+            # Epochs count from 0 on screen as in the checkpoint folders (epoch_0 is the first epoch's).
+            pbar.set_postfix_str(f"epoch_{self.progress.epoch} step {step} loss {losses[-1]:.4f}", refresh=False)
             if log:
                 metrics = {
                     "loss": losses[-1],
@@ -311,7 +308,7 @@ class _LogWindow:
         for (step, epoch), loss in zip(self.steps, values):
             if not math.isfinite(loss):
                 raise NonFiniteLossError(
-                    f"loss is {loss} at step {step} (epoch {epoch + 1}); "
+                    f"loss is {loss} at step {step} (epoch_{epoch}); "
                     "stopping and keeping the last good checkpoint: lower the learning rate, use dtype=fp32, "
                     "or check the data"
                 )

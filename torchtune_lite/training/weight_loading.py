@@ -8,7 +8,7 @@ The same path fills a model sharded with FSDP2: each rank keeps only its own sha
 
 from __future__ import annotations
 
-from typing import Callable, Iterable
+from typing import Callable, Iterable, Optional
 
 import torch
 from torch import nn
@@ -17,6 +17,7 @@ from torch.distributed.tensor import DTensor
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.modules.peft import LoRALinear
 from torchtune_lite.training.distributed import materialize_buffers, shard_full_tensor
+from torchtune_lite.training.progress_bars import progress_bar
 
 
 def load_weights_streaming(
@@ -25,32 +26,45 @@ def load_weights_streaming(
     *,
     source: str,
     may_be_missing: Callable[[str], bool] = lambda key: False,
+    desc: Optional[str] = None,
 ) -> None:
     """Loads `(key, tensor)` pairs into `model`; errors (one line, naming `source`) on unknown keys, shape
-    mismatches and keys the checkpoint lacks unless `may_be_missing(key)` (e.g. fresh LoRA adapters)."""
+    mismatches and keys the checkpoint lacks unless `may_be_missing(key)` (e.g. fresh LoRA adapters).
+    Progress (weights loaded, and quantized for NF4 targets) shows on rank 0 as `desc`."""
     expected = {name: p.shape for name, p in model.named_parameters()}
     expected.update({name: b.shape for name, b in model.named_buffers() if _is_persistent(model, name)})
     loaded: set[str] = set()
-    for key, value in tensors:
-        if key not in expected:
-            raise ValueError(
-                f"checkpoint {source} has {key!r}, which the model does not: check that checkpointer points at "
-                "weights of the same architecture as the model component"
-            )
-        if tuple(value.shape) != tuple(expected[key]):
-            raise ValueError(
-                f"checkpoint {source}: {key} has shape {list(value.shape)} but the model expects "
-                f"{list(expected[key])}: the model's config does not match these weights"
-            )
-        assign_full_tensor(model, key, value)
-        loaded.add(key)
-        del value
+    to_load = sum(p.numel() for name, p in [*model.named_parameters(), *model.named_buffers()]
+                  if name in expected and not may_be_missing(name))
+    quantizing = any(isinstance(p, NF4Tensor) for p in model.parameters())
+    bar = progress_bar(to_load, desc=desc or ("Loading and quantizing weights" if quantizing else "Loading weights"),
+                       unit="weights", unit_scale=True, enabled=None if to_load else False)
+    with bar:
+        for key, value in tensors:
+            _load_one(model, key, value, expected, source)
+            loaded.add(key)
+            bar.update(value.numel())
+            del value
     missing = sorted(k for k in expected if k not in loaded and not may_be_missing(k))
     if missing:
         raise ValueError(
             f"checkpoint {source} lacks {len(missing)} weight(s) of the model, e.g. {missing[:3]}: "
             "check checkpointer.checkpoint_files lists every shard"
         )
+
+
+def _load_one(model: nn.Module, key: str, value: torch.Tensor, expected: dict, source: str) -> None:
+    if key not in expected:
+        raise ValueError(
+            f"checkpoint {source} has {key!r}, which the model does not: check that checkpointer points at "
+            "weights of the same architecture as the model component"
+        )
+    if tuple(value.shape) != tuple(expected[key]):
+        raise ValueError(
+            f"checkpoint {source}: {key} has shape {list(value.shape)} but the model expects "
+            f"{list(expected[key])}: the model's config does not match these weights"
+        )
+    assign_full_tensor(model, key, value)
 
 
 def assign_full_tensor(model: nn.Module, key: str, value: torch.Tensor) -> None:

@@ -150,8 +150,12 @@ def test_cp_unknown_name(tmp_path: Path):
 
 # ---------------------------------------------------------------- validate
 # Each `tune validate` imports torch and the recipe (~seconds), so the four are started together.
+_ASSETS = Path(__file__).resolve().parents[3] / "torchtune_lite" / "assets" / "tiny"
+# 7B_qlora reads a download this machine lacks (validate checks the files exist): the bundled tiny files stand in.
+_HERE_PATHS = [f"tokenizer.path={_ASSETS / 'tokenizer.model'}", f"checkpointer.checkpoint_dir={_ASSETS / 'base'}",
+               f"dataset.data_files={_ASSETS / 'instruct_train.json'}", "output_dir=out"]
 VALIDATE_CASES = {
-    "ok": ([], None),
+    "ok": (_HERE_PATHS, None),
     "compil": (["compil=True"], ("compil", "did you mean 'compile'")),
     "lrr": (["optimizer.lrr=1"], ("optimizer.lrr", "did you mean 'lr'")),
     "two": (["batch_size=two"], ("batch_size", "expected int", "'two'")),
@@ -269,5 +273,7 @@ def test_download_argument_errors(tmp_path: Path, args: list[str], fragment: str
     assert not (tmp_path / "x").exists()
 
 
-def test_no_subcommand_is_usage_error(tmp_path: Path):
-    assert_one_error_line(tune(cwd=tmp_path), 2)
+def test_no_subcommand_prints_the_help(tmp_path: Path):
+    result = tune(cwd=tmp_path)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    assert result.stdout.startswith("usage: tune ") and "validate" in result.stdout and "plot" in result.stdout

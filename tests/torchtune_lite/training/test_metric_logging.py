@@ -124,8 +124,21 @@ def test_wandb_offline_without_account(tmp_path, monkeypatch):
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is not None, reason="tensorboard is installed")
 def test_tensorboard_missing_is_a_clear_error(tmp_path):
-    with pytest.raises(ImportError, match="pip install tensorboard"):
+    with pytest.raises(ValueError, match=r"pip install 'torchtune_lite\[tensorboard\]'"):
         TensorBoardLogger(log_dir=str(tmp_path))
+    assert not list(tmp_path.iterdir())
+
+
+def test_wandb_without_login_or_offline_mode_is_refused_before_anything_is_written(tmp_path, monkeypatch):
+    for name in ("WANDB_MODE", "WANDB_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.netrc from `wandb login`
+    with pytest.raises(ValueError, match="has no W&B login: run `wandb login`, set WANDB_API_KEY, or set WANDB_MODE=offline"):
+        WandBLogger(project="tt-lite-test", log_dir=str(tmp_path / "logs"))
+    assert not (tmp_path / "logs").exists()
+    (tmp_path / ".netrc").write_text("machine api.wandb.ai\n  login user\n  password not-a-real-key-0000\n")
+    (tmp_path / ".netrc").chmod(0o600)
+    WandBLogger.check_ready()  # a `wandb login` is enough
 
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorboard") is None, reason="tensorboard is not installed")

@@ -82,3 +82,25 @@ def test_prepare_tidies_what_a_killed_save_left(tmp_path):
     assert sorted(tidied) == [".config.json.tmp-00112233", ".epoch_0.old-89abcdef", ".step_4.tmp-0123abcd", ".step_6.old-fedcba98"]
     assert sorted(p.name for p in tmp_path.iterdir()) == [".hidden-notes", "epoch_0", "step_2", "step_6"]
     assert (tmp_path / "epoch_0" / RECIPE_STATE_FILE).is_file()  # the moved-aside copy is back
+
+
+def test_overwrite_starts_fresh_removing_checkpoints_and_the_runs_own_logs(tmp_path):
+    out, shared_logs = tmp_path / "run", tmp_path / "shared_logs"
+    for name in ("epoch_0", "step_4", "epoch_1"):
+        _checkpoint(out, name)
+    (out / "logs").mkdir()
+    (out / "logs" / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n')
+    (out / "notes.txt").write_text("the user's")
+    shared_logs.mkdir()
+    (shared_logs / "metrics.jsonl").write_text("other runs\n")
+    prepare_output_dir(out, resume=False, overwrite=True, log_dir=out / "logs")
+    assert sorted(p.name for p in out.iterdir()) == ["notes.txt"]
+    prepare_output_dir(out, resume=False, overwrite=True, log_dir=shared_logs)  # outside output_dir: kept
+    assert (shared_logs / "metrics.jsonl").read_text() == "other runs\n"
+
+
+def test_resuming_wins_over_overwrite_and_keeps_everything(tmp_path):
+    _checkpoint(tmp_path, "epoch_0")
+    (tmp_path / "logs").mkdir()
+    prepare_output_dir(tmp_path, resume=True, overwrite=True, log_dir=tmp_path / "logs")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_0", "logs"]

@@ -211,6 +211,6 @@ def test_a_nan_between_logged_steps_is_reported_at_its_own_step_and_nothing_afte
         settings=LoopSettings(log_every_n_steps=3, log_peak_memory_stats=False), metric_logger=metrics,
         save_checkpoint=lambda progress, end: saves.append(progress.global_step),
     )
-    with pytest.raises(NonFiniteLossError, match=r"^loss is nan at step 2 \(epoch 1\); stopping"):
+    with pytest.raises(NonFiniteLossError, match=r"^loss is nan at step 2 \(epoch_0\); stopping"):
         loop.run()
     assert metrics.rows == [] and saves == []  # step 3's sync point found it before logging or saving

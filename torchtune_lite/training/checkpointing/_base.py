@@ -30,6 +30,7 @@ from torchtune_lite.training.checkpointing._convert_weights import (
 from torchtune_lite.training.checkpointing._errors import CheckpointFormatError, CheckpointNotFoundError
 from torchtune_lite.training.checkpointing._recipe_state import RECIPE_STATE_FILE, load_recipe_state, save_recipe_state
 from torchtune_lite.training.checkpointing._safetensors_io import TensorToWrite, iter_safetensors, load_torch_file
+from torchtune_lite.training.progress_bars import track_writes
 
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -179,7 +180,8 @@ class CheckpointerBase:
             if model and not adapter_only:
                 scale = adapter_config["lora_alpha"] / adapter_config["r"] if lora_in_model else 0.0
                 tensors = [self._model_tensor(k, v, lora_in_model, scale) for k, v in model.items()]
-                files += self.write_model(stage, [t for t in tensors if t is not None])
+                with track_writes([t for t in tensors if t is not None], f"Saving {target.name}") as tracked:
+                    files += self.write_model(stage, tracked)
             if adapter:
                 (stage / ADAPTER_DIR).mkdir()
                 files += [f"{ADAPTER_DIR}/{n}" for n in self.write_adapter(stage / ADAPTER_DIR, adapter, adapter_config)]
