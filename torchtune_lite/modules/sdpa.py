@@ -6,9 +6,9 @@
   `enable_gqa`, but no other kernel does; expanded inputs reach every kernel (and k/v are small).
 * On CPU, when one layer's score matrix [b, h, s, kv] is small (short sequences: up to about 512
   tokens at batch 4 and 8 heads), the four matmuls of attention run as whole batched GEMMs in the
-  compute dtype (`_MatmulAttention`), which is several times faster than torch's flash kernel for CPU
-  at these sizes (backward especially). It keeps only the probabilities, in the compute dtype, for
-  backward, like the math reference, and none of its fp32 intermediates.
+  compute dtype (`_MatmulAttention`), which is faster than torch's flash kernel for CPU at these sizes
+  (its backward especially). It keeps only the probabilities, in the compute dtype, for backward, like
+  the math reference.
 * Longer sequences, dropout and other devices go to `F.scaled_dot_product_attention`, whose flash
   kernels never hold the [b, h, s, kv] scores (on CPU: causal, bool and float masks, fp32 and bf16).
 """
@@ -43,7 +43,11 @@ def attention(
     if use_matmul_attention(q, k, dropout_p):
         if is_causal:
             mask = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()  # top-left aligned, as torch's is_causal
-        return _MatmulAttention.apply(q, k, v, mask)
+        # A row with no allowed key needs its NaNs zeroed; compiled code zeroes always (no data-dependent branch).
+        empty_rows = mask is not None and mask.dtype == torch.bool and not is_causal
+        if empty_rows and not torch.compiler.is_compiling():
+            empty_rows = not bool(mask.any(-1).all())
+        return _MatmulAttention.apply(q, k, v, mask, empty_rows)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
 
 
@@ -54,42 +58,38 @@ def use_matmul_attention(q: torch.Tensor, k: torch.Tensor, dropout_p: float) -> 
 
 
 class _MatmulAttention(torch.autograd.Function):
-    """softmax(q k^T / sqrt(d) + mask) v with batched GEMMs in the compute dtype and an fp32 softmax.
+    """softmax(q k^T / sqrt(d) + mask) v with batched GEMMs and softmax kernels in the compute dtype.
 
-    Saves q, k, v, the output and the probabilities P (compute dtype). Backward uses
-    dS = P * (dP - rowsum(dO * O)), the identity flash attention's backward uses too.
+    Few passes over the [b, h, s, kv] matrix: the mask (one in-place pass), softmax (bf16 in and out, fp32
+    math inside) and, in backward, torch's fused softmax backward. In bf16 the scores are rounded to bf16
+    before the softmax, as in Hugging Face's eager attention (the flash kernel keeps them in fp32).
+    Saves q, k, v and the probabilities P (compute dtype), as the math reference does.
     Rows with every key masked give zeros (as torch's math kernel does), not NaN.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, mask):  # type: ignore[override]
+    def forward(ctx, q, k, v, mask, empty_rows: bool):  # type: ignore[override]
         scale = q.size(-1) ** -0.5
-        scores = torch.matmul(q, k.transpose(-1, -2)).float()  # [b, h, s, kv]
-        if mask is not None:
-            if mask.dtype == torch.bool:
-                scores.masked_fill_(~mask, float("-inf"))
-                scores.mul_(scale)
-            else:
-                scores.mul_(scale).add_(mask)
-        else:
-            scores.mul_(scale)
+        scores = torch.matmul(q * scale, k.transpose(-1, -2))  # [b, h, s, kv], compute dtype
+        if mask is not None and mask.dtype == torch.bool:
+            scores.masked_fill_(~mask, float("-inf"))
+        elif mask is not None:
+            scores.add_(mask)
         probs = torch.softmax(scores, dim=-1)
-        if mask is not None:
-            probs = probs.nan_to_num_(0.0)  # rows with no key allowed: softmax of all -inf
-        probs = probs.to(q.dtype)
+        if empty_rows:
+            probs.nan_to_num_(0.0)  # softmax over a row of -inf
         out = torch.matmul(probs, v)
-        ctx.save_for_backward(q, k, v, out, probs)
+        ctx.save_for_backward(q, k, v, probs)
         ctx.scale = scale
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
-        q, k, v, out, probs = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
+        q, k, v, probs = ctx.saved_tensors
         grad_v = torch.matmul(probs.transpose(-1, -2), grad_out)
-        grad_probs = torch.matmul(grad_out, v.transpose(-1, -2)).float()
-        row = (grad_out.float() * out.float()).sum(-1, keepdim=True)  # rowsum(dP * P) without forming it
-        grad_scores = grad_probs.sub_(row).mul_(probs).mul_(ctx.scale).to(q.dtype)
-        grad_q = torch.matmul(grad_scores, k)
-        grad_k = torch.matmul(grad_scores.transpose(-1, -2), q)
-        return grad_q, grad_k, grad_v, None
+        grad_probs = torch.matmul(grad_out, v.transpose(-1, -2))
+        # P * (dP - rowsum(dP * P)) in one fused pass; aten's op because torch has no public softmax backward.
+        grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+        grad_q = torch.matmul(grad_scores, k).mul_(ctx.scale)
+        grad_k = torch.matmul(grad_scores.transpose(-1, -2), q).mul_(ctx.scale)
+        return grad_q, grad_k, grad_v, None, None
