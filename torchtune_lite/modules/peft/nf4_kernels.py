@@ -205,8 +205,9 @@ def quantize_nf4(weight: torch.Tensor, block_size: int = 64, scaler_block_size: 
 
 def _fused_kernels(t: torch.Tensor) -> Optional[ModuleType]:
     """The C++ kernels when they suit ``t`` (a CPU tensor of any size: one fused pass beats the torch
-    path's several ops even on small weights) and can be built, else None."""
-    if t.device.type != "cpu":
+    path's several ops even on small weights) and can be built, else None. Not inside torch.compile:
+    the traced graph keeps the torch ops, which inductor fuses (an extension call would break the graph)."""
+    if t.device.type != "cpu" or torch.compiler.is_compiling():
         return None
     return _nf4_cpp.extension()
 
