@@ -45,7 +45,10 @@ from torchtune_lite.training.activations import apply_activation_checkpointing
 from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
 from torchtune_lite.training.checkpointing._convert_weights import HF_KEYS, ModelShape
 from torchtune_lite.training.checkpointing._safetensors_io import TensorToWrite, write_sharded
+from machine_limit import LlamaShape, device_description, step_limit
+from torchtune_lite.training.device import get_device
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
+from torchtune_lite.training.memory import get_memory_stats, reset_peak_memory_stats
 from torchtune_lite.training.precision import get_dtype
 from torchtune_lite.training.nf4_cache import load_weights_with_nf4_cache, nf4_cache_path, save_nf4_cache
 from torchtune_lite.training.weight_loading import allocate_empty, initialize_adapters, load_weights_streaming
@@ -75,20 +78,25 @@ def model_bytes(model: torch.nn.Module) -> int:
 
 
 class Phase:
-    """`with Phase("name"):` prints the phase's wall time and peak RSS."""
+    """`with Phase("name"):` prints the phase's wall time and peak RSS (and the GPU allocator's peak on CUDA)."""
 
-    def __init__(self, name: str) -> None:
-        self.name = name
+    def __init__(self, name: str, device: torch.device = torch.device("cpu")) -> None:
+        self.name, self.device = name, device
 
     def __enter__(self) -> Phase:
         gc.collect()
         reset_peak_rss()
+        reset_peak_memory_stats(self.device)
         self.start = time.perf_counter()
         return self
 
     def __exit__(self, *exc) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
         self.seconds = time.perf_counter() - self.start
-        print(f"{self.name}: {self.seconds:.1f} s, peak RSS {peak_rss_gib():.2f} GiB", flush=True)
+        gpu = get_memory_stats(self.device).get("peak_memory_alloc")
+        gpu_note = f", GPU peak allocated {gpu:.2f} GiB" if gpu is not None else ""
+        print(f"{self.name}: {self.seconds:.1f} s, peak RSS {peak_rss_gib():.2f} GiB{gpu_note}", flush=True)
 
 
 def hf_config(shape: dict) -> dict:
@@ -120,18 +128,18 @@ def write_random_checkpoint(folder: Path, shape: dict) -> None:
     (folder / "config.json").write_text(json.dumps(config))
 
 
-def build_empty(build) -> torch.nn.Module:
-    """The model built on the meta device (no init, no quantization of random weights), then given empty CPU
-    storage and its RoPE cache, as the recipes do: every weight is loaded next."""
+def build_empty(build, device: torch.device) -> torch.nn.Module:
+    """The model built on the meta device (no init, no quantization of random weights), then given empty
+    storage on `device` and its RoPE cache, as the recipes do: every weight is loaded next."""
     with torch.device("meta"):
         model = build()
-    allocate_empty(model, torch.device("cpu"))
+    allocate_empty(model, device)
     return model
 
 
-def build_loaded(build, checkpointer, cache: Optional[Path]) -> tuple[torch.nn.Module, bool]:
+def build_loaded(build, checkpointer, cache: Optional[Path], device: torch.device) -> tuple[torch.nn.Module, bool]:
     """Model filled from the NF4 cache if `cache` exists, else from the checkpoint (no cache written if None)."""
-    model = build_empty(build)
+    model = build_empty(build, device)
     hit = False
     if cache is None:
         load_weights_streaming(model, checkpointer.iter_model(), source=str(checkpointer.checkpoint_dir), may_be_missing=is_lora)
@@ -146,7 +154,7 @@ def is_lora(key: str) -> bool:
 
 
 def train_step(model, loss_fn, optimizer, seq_len: int, vocab: int, generator: torch.Generator) -> float:
-    tokens = torch.randint(0, vocab, (1, seq_len + 1), generator=generator)
+    tokens = torch.randint(0, vocab, (1, seq_len + 1), generator=generator).to(model.output.weight.device)
     hidden = model(tokens[:, :-1], return_hidden=True)
     loss_sum, count = loss_fn(hidden, model.output, tokens[:, 1:])
     loss = loss_sum / count
@@ -165,16 +173,18 @@ def main() -> None:
     parser.add_argument("--save-dir", default=None, help="also time a merged HF checkpoint save into this folder")
     parser.add_argument("--train-seq-len", type=int, default=512)
     parser.add_argument("--skip-train", action="store_true", help="skip the forward/backward and train-step phases")
-    parser.add_argument("--dtype", default="auto", help="bf16, fp32 or auto (bf16 only where the CPU computes it natively)")
+    parser.add_argument("--dtype", default="auto", help="bf16, fp32 or auto (bf16 only where the device computes it natively)")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     args = parser.parse_args()
 
-    dtype = get_dtype(args.dtype, torch.device("cpu"))
+    device = get_device(args.device)
+    dtype = get_dtype(args.dtype, device)
     torch.set_default_dtype(dtype)
     shape = {**_COMMON, **_SHAPES["7b"], "num_layers": args.num_layers}
     build = functools.partial(
         qlora_llama2, ["q_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True, lora_rank=8, lora_alpha=16, **shape
     )
-    print(f"qlora_llama2_7b with {args.num_layers} layers, {dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"qlora_llama2_7b with {args.num_layers} layers, {dtype}, torch {torch.__version__}, {device_description(device)}")
 
     ckpt_dir = Path(args.checkpoint_dir)
     if not (ckpt_dir / "config.json").is_file():
@@ -185,19 +195,19 @@ def main() -> None:
     cache.unlink(missing_ok=True)
 
     with Phase("cold build (meta build + stream checkpoint + quantize to NF4)"):
-        model, _ = build_loaded(build, checkpointer, None)
+        model, _ = build_loaded(build, checkpointer, None, device)
     with Phase("writing the NF4 cache"):
         save_nf4_cache(cache, {k: v for k, v in model.named_parameters() if not is_lora(k)})
     print(f"  NF4 cache {cache}: {cache.stat().st_size / 2**30:.2f} GiB")
     del model
     with Phase("warm build (meta build + NF4 cache)"):
-        model, hit = build_loaded(build, checkpointer, cache)
+        model, hit = build_loaded(build, checkpointer, cache, device)
     assert hit
     print(f"  model holds {model_bytes(model) / 2**30:.2f} GiB")
 
     set_trainable_params(model, get_adapter_params(model))
     if not args.skip_train:
-        train_phases(model, shape, args.train_seq_len)
+        train_phases(model, shape, args.train_seq_len, dtype, device)
 
     if args.save_dir:
         state = {name: p.detach() for name, p in model.named_parameters()}
@@ -207,19 +217,26 @@ def main() -> None:
         print(f"  wrote {written / 2**30:.2f} GiB to {path} ({written / 2**30 / phase.seconds:.2f} GiB/s)")
 
 
-def train_phases(model: torch.nn.Module, shape: dict, seq_len: int) -> None:
+def train_phases(model: torch.nn.Module, shape: dict, seq_len: int, dtype: torch.dtype, device: torch.device) -> None:
+    limit = step_limit(
+        LlamaShape(shape["embed_dim"], shape["num_layers"], shape["num_heads"], shape["num_kv_heads"],
+                   shape["intermediate_dim"], shape["vocab_size"]),
+        1, seq_len, dtype, device, repeat=2,
+    )
+    print(f"limit (1 x {seq_len} tokens, without the recompute of activation checkpointing): {limit.describe(dtype)}")
     loss_fn = ChunkedCrossEntropyLoss()
     generator = torch.Generator().manual_seed(0)
-    with Phase("forward+backward, 1 x 64 tokens"):
+    with Phase("forward+backward, 1 x 64 tokens", device):
         train_step(model, loss_fn, None, 64, shape["vocab_size"], generator)
     model.zero_grad(set_to_none=True)
 
     apply_activation_checkpointing(model, (TransformerDecoderLayer,))
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
     for i in range(2):  # the first step also allocates the optimizer state
-        with Phase(f"train step {i + 1}, 1 x {seq_len} tokens, activation checkpointing, AdamW"):
+        with Phase(f"train step {i + 1}, 1 x {seq_len} tokens, activation checkpointing, AdamW", device) as phase:
             loss = train_step(model, loss_fn, optimizer, seq_len, shape["vocab_size"], generator)
-        print(f"  loss {loss:.3f}")
+        tokens_per_s = seq_len / phase.seconds
+        print(f"  loss {loss:.3f}; {tokens_per_s:.1f} tokens/s = {limit.percent(tokens_per_s)} of the limit")
 
 
 if __name__ == "__main__":

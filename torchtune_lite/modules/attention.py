@@ -3,17 +3,16 @@
 from typing import Optional
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from torchtune_lite.modules.kv_cache import KVCache
+from torchtune_lite.modules.sdpa import attention
 
 
 class MultiHeadAttention(nn.Module):
-    """Causal self-attention through `F.scaled_dot_product_attention`.
+    """Causal self-attention through `modules.sdpa.attention` (the kernel choice lives there).
 
-    With `num_kv_heads < num_heads` each key/value head serves `num_heads // num_kv_heads` query heads
-    (SDPA's `enable_gqa`, so k/v are never copied per query head in our code).
+    With `num_kv_heads < num_heads` each key/value head serves `num_heads // num_kv_heads` query heads.
 
     Args:
         embed_dim: model dimension.
@@ -107,14 +106,8 @@ class MultiHeadAttention(nn.Module):
         elif mask is None:
             is_causal = True
 
-        out = F.scaled_dot_product_attention(
-            q,
-            k.to(q.dtype),
-            v.to(q.dtype),
-            attn_mask=mask,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-            is_causal=is_causal,
-            enable_gqa=self.num_kv_heads != self.num_heads,
+        out = attention(
+            q, k, v, mask=mask, is_causal=is_causal, dropout_p=self.attn_dropout if self.training else 0.0
         )
         return self.output_proj(out.transpose(1, 2).reshape(b, s, -1))
 

@@ -12,7 +12,7 @@ import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional
+from typing import Literal, Optional, Union
 
 import psutil
 import torch
@@ -23,7 +23,7 @@ from torchtune_lite.config import Component
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
 from torchtune_lite.training.config_checks import check_finetune_config
-from torchtune_lite.training.compile import compile_loss, compile_model, compile_seconds
+from torchtune_lite.training.compile import compile_loss, compile_model, compile_seconds, resolve_compile
 from torchtune_lite.training.data_loading import build_dataloader, collate_for
 from torchtune_lite.training.device import get_device
 from torchtune_lite.training.distributed import broadcast_object, peer_failure_message
@@ -68,7 +68,7 @@ class FinetuneConfig:
     save_every_n_steps: Optional[int] = None
     resume_from_checkpoint: bool = False
     overwrite_output_dir: bool = False
-    compile: bool = False
+    compile: Union[bool, Literal["auto"]] = False  # auto: on for runs long enough to repay compile time
     device: str = "auto"
     dtype: str = "auto"
     enable_activation_checkpointing: bool = False
@@ -90,6 +90,7 @@ class FinetuneRecipe:
 
     rank: int = 0
     world_size: int = 1
+    compiled: bool = False  # compile applied (compile=True, or compile=auto for a long enough run)
 
     def __init__(self, cfg: DictConfig) -> None:
         self.cfg = cfg
@@ -193,11 +194,16 @@ class FinetuneRecipe:
             max_val_batches=cfg.max_val_batches,
         )
         self.lr_scheduler = None
+        total_steps = cfg.epochs * settings.steps_per_epoch(len(self.dataloader))
+        if cfg.compile == "auto":
+            self.compiled = resolve_compile(cfg.compile, total_steps, self.device)
+            self.print(f"compile=auto: {'on' if self.compiled else 'off'} for {total_steps} steps")
+            if self.compiled:  # compilation is lazy: compiling the placed model here is the same as at build
+                compile_model(self.model, (TransformerDecoderLayer,), device=self.device)
         if cfg.lr_scheduler:
-            total_steps = cfg.epochs * settings.steps_per_epoch(len(self.dataloader))
             self.lr_scheduler = config.instantiate(cfg.lr_scheduler, self.optimizer, num_training_steps=total_steps)
         self.loss_fn = config.instantiate(cfg.loss) if cfg.loss else ChunkedCrossEntropyLoss()
-        if cfg.compile:
+        if self.compiled:
             self.loss_fn = compile_loss(self.loss_fn)
 
         self.progress = Progress()
@@ -226,7 +232,7 @@ class FinetuneRecipe:
 
     def train(self) -> None:
         self.loop.run()
-        if self.cfg.compile:
+        if self.compiled:
             self.report_compile_time(self.loop.step_seconds)
         peak = get_memory_stats(self.device)
         self.print(f"Training done. Peak memory: {format_memory_stats(peak)}")
@@ -329,7 +335,8 @@ class FinetuneRecipe:
             model = config.instantiate(self.cfg.model)
         if self.cfg.enable_activation_checkpointing:
             apply_activation_checkpointing(model, (TransformerDecoderLayer,))
-        if self.cfg.compile:
+        self.compiled = self.cfg.compile is True  # "auto" is decided once the run's length is known
+        if self.compiled:
             compile_model(model, (TransformerDecoderLayer,), device=self.device)
         self.place_model(model)
         return model

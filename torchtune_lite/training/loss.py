@@ -1,15 +1,21 @@
 """Cross-entropy computed chunk by chunk from the final hidden states.
 
 With a 32000-token vocabulary the fp32 logits of one 4x512 batch take 260 MB, and autograd would keep
-them for backward. Here each sequence chunk is projected by the output layer, upcast and reduced on its
-own, and recomputed in backward (non-reentrant activation checkpointing), so at most one chunk's logits
-exist at a time and none are saved for backward.
+them for backward. A plain linear output layer (untied or tied to the embeddings, frozen or trained) goes
+through `fused_linear_cross_entropy`: projection, fp32 reduction and gradients in one pass per chunk of
+tokens. Any other output module (a LoRA'd or NF4 one, an FSDP-sharded one whose forward gathers its
+weight) is called per sequence chunk and recomputed in backward (non-reentrant activation
+checkpointing), so at most one chunk's logits exist at a time and none are saved for backward.
 """
+
+from typing import Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
+
+from torchtune_lite.training.linear_cross_entropy import fused_linear_cross_entropy
 
 IGNORE_INDEX = -100
 
@@ -28,6 +34,20 @@ def _chunk_loss_sum(output: nn.Module, hidden: torch.Tensor, labels: torch.Tenso
     return F.cross_entropy(logits, labels.reshape(-1), ignore_index=ignore_index, reduction="sum")
 
 
+def plain_linear_weight(output: nn.Module) -> Optional[torch.Tensor]:
+    """The weight of `output` if calling it is exactly `F.linear(x, weight)` on a dense tensor, else None.
+
+    Subclasses (LoRALinear is not one, but FSDP2 swaps in a subclass), hooks (which may gather or change
+    the weight), a bias, and tensor subclasses (NF4Tensor, DTensor) all mean the module must be called.
+    """
+    if type(output) is not nn.Linear or output.bias is not None:
+        return None
+    if output._forward_hooks or output._forward_pre_hooks:
+        return None
+    weight = output.weight
+    return weight if type(weight) in (torch.Tensor, nn.Parameter) else None
+
+
 class ChunkedCrossEntropyLoss(nn.Module):
     """`forward(hidden: [b, s, d], output, labels: [b, s]) -> (loss_sum: [], num_tokens: [])`.
 
@@ -37,26 +57,37 @@ class ChunkedCrossEntropyLoss(nn.Module):
     count of non-ignored tokens lets the caller weight every token equally across micro-batches and ranks:
     divide the accumulated gradients by the step's total token count.
 
-    Small batches skip the chunking: when the whole batch's fp32 logits fit in `chunk_above_mb`, they are
-    computed in one matmul and kept for backward, as a plain cross-entropy would. Recomputing costs one
-    more vocab projection per step (measured +55% on the loss, about +15% on a whole step of a 58M model
-    at 4 x 256 tokens, vocab 32000, on CPU); chunking pays off only where the logits are large.
+    A plain `nn.Linear` output layer takes the fused path (see the module docstring) in chunks of tokens
+    whose fp32 logits fit `fused_chunk_mb`. Other output modules take the chunked, recomputed path; there,
+    small batches skip the chunking: when the whole batch's fp32 logits fit in `chunk_above_mb`, they are
+    computed in one matmul and kept for backward, as a plain cross-entropy would.
 
     Args:
-        num_output_chunks: how many pieces the sequence is split into (fewer if the sequence is shorter).
+        num_output_chunks: (other output modules) how many pieces the sequence is split into.
         ignore_index: label value that contributes neither loss nor a token to the count.
-        chunk_above_mb: fp32 logits larger than this (MiB) are chunked and recomputed; 0 always chunks.
+        chunk_above_mb: (other output modules) fp32 logits larger than this (MiB) are chunked and
+            recomputed; 0 always chunks.
+        fused_chunk_mb: (plain linear output) fp32 logits of one chunk of tokens, in MiB.
     """
 
-    def __init__(self, num_output_chunks: int = 8, ignore_index: int = -100, chunk_above_mb: float = 256.0) -> None:
+    def __init__(
+        self,
+        num_output_chunks: int = 8,
+        ignore_index: int = -100,
+        chunk_above_mb: float = 256.0,
+        fused_chunk_mb: float = 64.0,
+    ) -> None:
         super().__init__()
         if num_output_chunks < 1:
             raise ValueError(f"num_output_chunks={num_output_chunks} must be at least 1")
         if chunk_above_mb < 0:
             raise ValueError(f"chunk_above_mb={chunk_above_mb} must be >= 0")
+        if fused_chunk_mb <= 0:
+            raise ValueError(f"fused_chunk_mb={fused_chunk_mb} must be > 0")
         self.num_output_chunks = num_output_chunks
         self.ignore_index = ignore_index
         self.chunk_above_bytes = chunk_above_mb * 2**20
+        self.fused_chunk_bytes = fused_chunk_mb * 2**20
 
     def forward(self, hidden: torch.Tensor, output: nn.Module, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if hidden.dim() != 3 or labels.shape != hidden.shape[:2]:
@@ -65,6 +96,10 @@ class ChunkedCrossEntropyLoss(nn.Module):
                 "expected hidden [batch, seq, dim] and labels [batch, seq]"
             )
         count = (labels != self.ignore_index).sum()
+        weight = plain_linear_weight(output)
+        if weight is not None:
+            chunk_tokens = max(1, int(self.fused_chunk_bytes // (weight.size(0) * 4)))
+            return _fused(hidden.reshape(-1, hidden.size(-1)), weight, labels.reshape(-1), self.ignore_index, chunk_tokens), count
         vocab = getattr(output, "out_features", None) or getattr(output, "out_dim", None)
         if vocab is not None and labels.numel() * vocab * 4 <= self.chunk_above_bytes:
             return _chunk_loss_sum(output, hidden, labels, self.ignore_index), count
@@ -77,3 +112,7 @@ class ChunkedCrossEntropyLoss(nn.Module):
             else:
                 total = total + _chunk_loss_sum(output, h, y, self.ignore_index)
         return total, count
+
+
+# The fused pass is already one loop of large kernels; compile_loss traces only the fallback path.
+_fused = torch.compiler.disable(fused_linear_cross_entropy)

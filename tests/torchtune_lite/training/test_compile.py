@@ -69,3 +69,29 @@ def test_compile_seconds_is_the_first_steps_excess_over_the_later_median():
     assert compile_seconds([12.0, 1.0, 3.0, 2.0]) == pytest.approx(10.0)
     assert compile_seconds([1.0, 2.0, 2.0]) == 0.0  # a first step no slower than the rest compiled nothing
     assert compile_seconds([5.0]) is None
+
+
+def test_compile_auto_is_on_only_for_long_runs_with_a_compiler(monkeypatch):
+    from torchtune_lite.training import compile as compile_mod
+    from torchtune_lite.training.compile import COMPILE_AUTO_MIN_STEPS, resolve_compile
+
+    cpu = torch.device("cpu")
+    assert resolve_compile(True, 1, cpu) and not resolve_compile(False, 10**6, cpu)
+    assert not resolve_compile("auto", COMPILE_AUTO_MIN_STEPS - 1, cpu)
+    monkeypatch.setattr(compile_mod, "_has_cpu_compiler", lambda: True)
+    assert resolve_compile("auto", COMPILE_AUTO_MIN_STEPS, cpu)
+    monkeypatch.setattr(compile_mod, "_has_cpu_compiler", lambda: False)
+    assert not resolve_compile("auto", 10**6, cpu)  # no C++ compiler: auto stays eager instead of failing
+
+
+def test_compile_setting_accepts_auto_and_rejects_other_strings():
+    import typing
+
+    from torchtune_lite.config._validate import ConfigError, _check_value
+    from torchtune_lite.training.finetune import FinetuneConfig
+
+    hint = typing.get_type_hints(FinetuneConfig)["compile"]
+    for ok in (True, False, "auto"):
+        _check_value("compile", ok, hint)
+    with pytest.raises(ConfigError, match="compile"):
+        _check_value("compile", "yes", hint)

@@ -77,8 +77,9 @@ def test_token_weighted_accumulation_equals_one_big_batch():
 
 
 def test_small_logits_take_the_one_matmul_path_with_the_same_result():
+    # A LoRA'd output layer takes the module-calling path, where the budget picks one matmul or chunks.
     torch.manual_seed(0)
-    output = nn.Linear(DIM, VOCAB, bias=False)
+    output = LoRALinear(DIM, VOCAB, rank=4, alpha=8.0)
     hidden, labels = _data(seq=16)
     results = []
     for budget in (0, 256):  # always chunk + recompute; whole logits fit the default budget

@@ -3,8 +3,10 @@
 Why: the pure-torch kernels make several passes per chunk (abs, max, divide, convert, gather, pack),
 and each pass is a separate multi-threaded op; on a small, busy CPU every op waits for its slowest
 thread. One fused pass over the blocks does the same arithmetic, in the same dtype, with one parallel
-region, written so the compiler vectorizes it (quantize) or with AVX2 lookups (dequantize: each 4-bit
-code picks its value with two 8-lane permutes). The ISA flags follow what torch detected on this CPU.
+region, written so the compiler vectorizes it (quantize) or with vector lookups (dequantize: with AVX-512
+one 16-lane permute per 16 codes and, for bf16, the AVX512-BF16 rounding instruction, chosen at run time;
+otherwise two 8-lane AVX2 permutes and rounding by hand). The build's ISA flags follow what torch
+detected on this CPU.
 The build (~30 s) happens once and is cached by torch; if no compiler is present, the build fails, or
 ``TORCHTUNE_LITE_NF4_CPP=0`` is set, callers get None and use the pure-torch path.
 """
@@ -24,13 +26,14 @@ _SOURCE = r"""
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <string>
 #include <vector>
 #include <type_traits>
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
-#if defined(__AVX2__)
-#include <immintrin.h>
+#if defined(__x86_64__)
+#include <immintrin.h>  // also without -m flags: the AVX-512 path below enables its ISA per function
 #endif
 
 namespace {
@@ -174,12 +177,73 @@ inline int64_t expand_avx2(const uint8_t* p, int64_t n, __m256 lo8, __m256 hi8, 
 }
 #endif
 
-// Each value is torchao's T(float(code value) * float(block scale)).
+#if defined(__x86_64__) && defined(__GNUC__)
+#define AVX512BF16_TARGET __attribute__((target("avx512f,avx512bw,avx512vl,avx512bf16")))
+// A 16-entry permute looks up 16 codes at once; VCVTNEPS2BF16 rounds to nearest even like c10::BFloat16.
+AVX512BF16_TARGET inline __m512 scaled_codes16(__m128i codes, __m512 table, __m512 scale) {
+  return _mm512_mul_ps(_mm512_permutexvar_ps(_mm512_cvtepu8_epi32(codes), table), scale);
+}
+AVX512BF16_TARGET inline void store16(float* o, __m512 v) { _mm512_storeu_ps(o, v); }
+AVX512BF16_TARGET inline void store16(at::BFloat16* o, __m512 v) {
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(o), reinterpret_cast<__m256i>(_mm512_cvtneps_pbh(v)));
+}
+
+// Blocks [begin, end) of dequantize_impl with 512-bit instructions (fp32 needs AVX-512F, bf16 AVX512-BF16).
+template <typename T>
+AVX512BF16_TARGET void dequantize_avx512(const uint8_t* packed, const T* scales, const float* codes, T* out,
+                                         int64_t begin, int64_t end, int64_t block_size) {
+  const __m512 table = _mm512_loadu_ps(codes);
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  const int64_t n = block_size / 2;
+  for (int64_t b = begin; b < end; ++b) {
+    const float s = static_cast<float>(scales[b]);
+    const uint8_t* p = packed + b * n;
+    T* o = out + b * block_size;
+    int64_t j = 0;
+    // The bf16 instruction flushes subnormal results to zero and gives another NaN than torch for 0 * inf:
+    // blocks whose scale can produce either take the scalar loop (only near-zero or non-finite weights).
+    const bool exact = std::is_same_v<T, float> || (std::isfinite(s) && std::fabs(s) >= 1e-36f);
+    if (exact) {
+      const __m512 scale = _mm512_set1_ps(s);
+      for (; j + 16 <= n; j += 16) {
+        const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + j));
+        const __m128i hi = _mm_and_si128(_mm_srli_epi16(q, 4), low4), lo = _mm_and_si128(q, low4);
+        store16(o + 2 * j, scaled_codes16(_mm_unpacklo_epi8(hi, lo), table, scale));
+        store16(o + 2 * j + 16, scaled_codes16(_mm_unpackhi_epi8(hi, lo), table, scale));
+      }
+    }
+    for (; j < n; ++j) {
+      o[2 * j] = static_cast<T>(codes[p[j] >> 4] * s);
+      o[2 * j + 1] = static_cast<T>(codes[p[j] & 15] * s);
+    }
+  }
+}
+
+template <typename T>
+bool cpu_has_avx512_path() {
+  if constexpr (std::is_same_v<T, float>) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw");
+  if constexpr (std::is_same_v<T, at::BFloat16>) return __builtin_cpu_supports("avx512bf16") && __builtin_cpu_supports("avx512bw");
+  return false;
+}
+#else
+template <typename T>
+bool cpu_has_avx512_path() { return false; }
+#endif
+
+// Each value is torchao's T(float(code value) * float(block scale)). The widest path this CPU runs is
+// chosen at run time (AVX512-BF16 / AVX-512F, else the AVX2 build, else scalar code), so one build serves
+// machines of either kind.
 template <typename T>
 void dequantize_impl(const uint8_t* packed, const T* scales, const T* nf4, T* out, int64_t n_blocks, int64_t block_size) {
+  static const bool use_avx512 = cpu_has_avx512_path<T>();
   at::parallel_for(0, n_blocks, 256, [&](int64_t begin, int64_t end) {
     float codes[16];
     for (int k = 0; k < 16; ++k) codes[k] = static_cast<float>(nf4[k]);
+#if defined(__x86_64__) && defined(__GNUC__)
+    if constexpr (!std::is_same_v<T, at::Half>) {
+      if (use_avx512) return dequantize_avx512(packed, scales, codes, out, begin, end, block_size);
+    }
+#endif
     const int64_t n = block_size / 2;
 #if defined(__AVX2__)
     const __m256 lo8 = _mm256_loadu_ps(codes), hi8 = _mm256_loadu_ps(codes + 8);
@@ -201,6 +265,17 @@ void dequantize_impl(const uint8_t* packed, const T* scales, const T* nf4, T* ou
 }
 
 }  // namespace
+
+// Which dequantize path this CPU takes for a dtype ("avx512bf16", "avx512f", "avx2" or "scalar").
+std::string dequantize_path(torch::Tensor like) {
+  const bool wide = like.scalar_type() == at::kFloat ? cpu_has_avx512_path<float>()
+                    : like.scalar_type() == at::kBFloat16 ? cpu_has_avx512_path<at::BFloat16>() : false;
+  if (wide) return like.scalar_type() == at::kFloat ? "avx512f" : "avx512bf16";
+#if defined(__AVX2__)
+  if (like.scalar_type() != at::kHalf) return "avx2";
+#endif
+  return "scalar";
+}
 
 // weight: [n_blocks * block_size] contiguous; absmax: [n_blocks] (weight dtype); packed: [numel / 2] uint8.
 void quantize_blocks(torch::Tensor weight, torch::Tensor absmax, torch::Tensor packed, torch::Tensor code_table,
@@ -301,7 +376,7 @@ def _build() -> Optional[ModuleType]:
         return load_inline(
             name=f"torchtune_lite_nf4_{digest}",
             cpp_sources=_SOURCE,
-            functions=["quantize_blocks", "dequantize_blocks", "advise_huge_pages"],
+            functions=["quantize_blocks", "dequantize_blocks", "advise_huge_pages", "dequantize_path"],
             extra_cflags=flags,
             verbose=False,
         )

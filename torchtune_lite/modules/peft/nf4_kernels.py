@@ -39,9 +39,6 @@ __all__ = ["NF4ShapeError", "dequantize_nf4", "linear_nf4", "nf4_block_sizes", "
 # Elements handled per chunk: few enough that temporaries stay a small fraction of a 7B layer's weight,
 # many enough that op dispatch and thread start-up (costly on a busy CPU) are amortised.
 _CHUNK_NUMEL = 1 << 22
-# Smallest weight worth the C++ kernels: below it the torch path is already quick, and tiny models
-# (tests, demos) never pay the one-off ~30 s build.
-_FUSED_MIN_NUMEL = 1 << 20
 # An integer type as wide as two values of each supported float dtype (a "pair word").
 _PAIR_WORD = {torch.bfloat16: torch.int32, torch.float16: torch.int32, torch.float32: torch.int64}
 
@@ -207,8 +204,10 @@ def quantize_nf4(weight: torch.Tensor, block_size: int = 64, scaler_block_size: 
 
 
 def _fused_kernels(t: torch.Tensor) -> Optional[ModuleType]:
-    """The C++ kernels when they suit ``t`` (a large CPU tensor) and can be built, else None."""
-    if t.device.type != "cpu" or t.numel() < _FUSED_MIN_NUMEL:
+    """The C++ kernels when they suit ``t`` (a CPU tensor of any size: one fused pass beats the torch
+    path's several ops even on small weights) and can be built, else None. Not inside torch.compile:
+    the traced graph keeps the torch ops, which inductor fuses (an extension call would break the graph)."""
+    if t.device.type != "cpu" or torch.compiler.is_compiling():
         return None
     return _nf4_cpp.extension()
 

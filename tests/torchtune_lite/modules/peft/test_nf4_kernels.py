@@ -22,7 +22,6 @@ DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 def backend(request, monkeypatch):
     """Run every test on both CPU paths: the fused C++ kernels and the pure-torch fallback."""
     monkeypatch.setenv("TORCHTUNE_LITE_NF4_CPP", "1" if request.param == "cpp" else "0")
-    monkeypatch.setattr(nf4_kernels, "_FUSED_MIN_NUMEL", 0)  # tiny test weights take the C++ path too
     if request.param == "cpp" and _nf4_cpp.extension() is None:
         pytest.skip("the NF4 C++ extension cannot be built here")
     return request.param
@@ -228,3 +227,34 @@ def test_stacked_linear_nf4_layers_share_no_stale_weights():
     torch.testing.assert_close(x_grad, x_ref_grad, rtol=0, atol=0)
     (x.grad,) = torch.autograd.grad(out, x, grad)
     torch.testing.assert_close(x.grad, x_ref_grad, rtol=0, atol=0)
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32))
+def test_blocks_with_subnormal_or_huge_values_match_torchao(dtype):
+    # bf16's vector rounding instruction flushes subnormals: blocks whose scale is tiny must still match.
+    g = torch.Generator().manual_seed(3)
+    magnitudes = torch.logspace(-45, 38, 64 * 4, dtype=torch.float64).clamp(max=torch.finfo(dtype).max / 4)
+    w = (torch.randn(64 * 4, 64, generator=g, dtype=torch.float64) * magnitudes[:, None]).to(dtype)
+    _assert_roundtrip_matches_torchao(w, 64, 4)
+
+
+def _cpu_flags() -> set[str]:
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((set(line.split(":")[1].split()) for line in f if line.startswith("flags")), set())
+    except OSError:
+        return set()
+
+
+def test_dequantize_takes_the_widest_path_this_cpu_has(backend):
+    if backend != "cpp":
+        pytest.skip("path of the C++ kernels")
+    flags = _cpu_flags()
+    ext = _nf4_cpp.extension()
+    bf16_path, fp32_path = ext.dequantize_path(torch.empty(0, dtype=torch.bfloat16)), ext.dequantize_path(torch.empty(0))
+    if {"avx512_bf16", "avx512bw"} <= flags:
+        assert bf16_path == "avx512bf16"
+    elif "avx2" in flags:
+        assert bf16_path in ("avx2", "scalar")  # avx2 when torch built the extension with AVX2 flags
+    if {"avx512f", "avx512bw"} <= flags:
+        assert fp32_path == "avx512f"

@@ -1,0 +1,95 @@
+"""Which attention kernel runs, so attention on CPU runs at matmul speed in training, forward and backward.
+
+`attention(q, k, v, ...)` is `F.scaled_dot_product_attention` with these choices:
+
+* Grouped-query k/v heads are expanded to one per query head here. torch's CPU flash kernel takes
+  `enable_gqa`, but no other kernel does; expanded inputs reach every kernel (and k/v are small).
+* On CPU, when one layer's score matrix [b, h, s, kv] is small (short sequences: up to about 512
+  tokens at batch 4 and 8 heads), the four matmuls of attention run as whole batched GEMMs in the
+  compute dtype (`_MatmulAttention`), which is faster than torch's flash kernel for CPU at these sizes
+  (its backward especially). It keeps only the probabilities, in the compute dtype, for backward, like
+  the math reference.
+* Longer sequences, dropout and other devices go to `F.scaled_dot_product_attention`, whose flash
+  kernels never hold the [b, h, s, kv] scores (on CPU: causal, bool and float masks, fp32 and bf16).
+"""
+
+from typing import Optional
+
+import torch
+import torch.nn.functional as F
+
+# One layer's fp32 score matrix up to this size takes the batched-matmul path on CPU.
+MATMUL_SCORES_MAX_BYTES = 32 * 2**20
+
+
+def attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: Optional[torch.Tensor] = None,
+    is_causal: bool = False,
+    dropout_p: float = 0.0,
+) -> torch.Tensor:
+    """q: [b, h, s, d], k and v: [b, h_kv, kv, d] (h_kv divides h) -> [b, h, s, d] in q's dtype.
+
+    mask: bool (True = may attend) or additive float, broadcastable to [b, h, s, kv]; is_causal: the
+    standard lower-triangular mask instead (with `mask` None).
+    """
+    k, v = k.to(q.dtype), v.to(q.dtype)
+    if k.size(1) != q.size(1):
+        groups = q.size(1) // k.size(1)
+        k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    if use_matmul_attention(q, k, dropout_p):
+        if is_causal:
+            mask = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()  # top-left aligned, as torch's is_causal
+        # A row with no allowed key needs its NaNs zeroed; compiled code zeroes always (no data-dependent branch).
+        empty_rows = mask is not None and mask.dtype == torch.bool and not is_causal
+        if empty_rows and not torch.compiler.is_compiling():
+            empty_rows = not bool(mask.any(-1).all())
+        return _MatmulAttention.apply(q, k, v, mask, empty_rows)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+
+
+def use_matmul_attention(q: torch.Tensor, k: torch.Tensor, dropout_p: float) -> bool:
+    """True where `_MatmulAttention` is the faster kernel: CPU, no dropout, small score matrix."""
+    b, h, s, _ = q.shape
+    return q.device.type == "cpu" and dropout_p == 0.0 and b * h * s * k.size(2) * 4 <= MATMUL_SCORES_MAX_BYTES
+
+
+class _MatmulAttention(torch.autograd.Function):
+    """softmax(q k^T / sqrt(d) + mask) v with batched GEMMs and softmax kernels in the compute dtype.
+
+    Few passes over the [b, h, s, kv] matrix: the mask (one in-place pass), softmax (bf16 in and out, fp32
+    math inside) and, in backward, torch's fused softmax backward. In bf16 the scores are rounded to bf16
+    before the softmax, as in Hugging Face's eager attention (the flash kernel keeps them in fp32).
+    Saves q, k, v and the probabilities P (compute dtype), as the math reference does.
+    Rows with every key masked give zeros (as torch's math kernel does), not NaN.
+    """
+
+    @staticmethod
+    def forward(ctx, q, k, v, mask, empty_rows: bool):  # type: ignore[override]
+        scale = q.size(-1) ** -0.5
+        scores = torch.matmul(q * scale, k.transpose(-1, -2))  # [b, h, s, kv], compute dtype
+        if mask is not None and mask.dtype == torch.bool:
+            scores.masked_fill_(~mask, float("-inf"))
+        elif mask is not None:
+            scores.add_(mask)
+        probs = torch.softmax(scores, dim=-1)
+        if empty_rows:
+            probs.nan_to_num_(0.0)  # softmax over a row of -inf
+        out = torch.matmul(probs, v)
+        ctx.save_for_backward(q, k, v, probs)
+        ctx.scale = scale
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_out):  # type: ignore[override]
+        q, k, v, probs = ctx.saved_tensors
+        grad_v = torch.matmul(probs.transpose(-1, -2), grad_out)
+        grad_probs = torch.matmul(grad_out, v.transpose(-1, -2))
+        # P * (dP - rowsum(dP * P)) in one fused pass; aten's op because torch has no public softmax backward.
+        grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+        grad_q = torch.matmul(grad_scores, k).mul_(ctx.scale)
+        grad_k = torch.matmul(grad_scores.transpose(-1, -2), q).mul_(ctx.scale)
+        return grad_q, grad_k, grad_v, None, None
