@@ -1,0 +1,5 @@
+"""Model builders: per family (`llama2`, `llama3_1`, `llama3_2`, `qwen2_5`, `qwen3`, `mistral`) and from any HF config.json."""
+
+from torchtune_lite.models._from_pretrained import from_pretrained_config
+
+__all__ = ["from_pretrained_config"]

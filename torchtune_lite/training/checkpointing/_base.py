@@ -36,7 +36,8 @@ ADAPTER_CONFIG_FILE = "adapter_config.json"
 # The adapter lives in its own subfolder: transformers auto-applies an adapter_config.json it finds next
 # to the full weights, which would add the LoRA delta twice on top of the merged model.
 ADAPTER_DIR = "adapter"
-SUPPORTED_MODEL_TYPES = ("LLAMA2",)
+# Informational: conversion is driven by config.json (HF) or params.json (Meta), the same for every family.
+SUPPORTED_MODEL_TYPES = ("LLAMA2", "LLAMA3", "LLAMA3_2", "MISTRAL", "QWEN2", "QWEN3")
 
 
 def to_cpu_plain(value: torch.Tensor) -> torch.Tensor:

@@ -1,4 +1,4 @@
-"""Hugging Face Llama-2 checkpoints: `model*.safetensors` / `pytorch_model*.bin` plus `config.json`.
+"""Hugging Face checkpoints (Llama-2/3.x, Mistral, Qwen2/2.5, Qwen3): `model*.safetensors` / `pytorch_model*.bin` plus `config.json`.
 
 Loads into our keys (q/k rows re-ordered from HF's rotate-half layout to the interleaved one) and saves
 back as sharded safetensors that `transformers.LlamaForCausalLM.from_pretrained` reads, with LoRA
@@ -13,6 +13,7 @@ from typing import Any, Iterator, Optional, Union
 
 import torch
 
+from torchtune_lite.training.checkpointing._atomic import atomic_write_bytes
 from torchtune_lite.training.checkpointing._base import ADAPTER_WEIGHTS_FILE, CheckpointerBase, to_cpu_plain
 from torchtune_lite.training.checkpointing._convert_weights import (
     HF_KEYS,
@@ -46,7 +47,8 @@ class FullModelHFCheckpointer(CheckpointerBase):
     """
 
     support_files = ("config.json", "generation_config.json", "tokenizer.model", "tokenizer.json",
-                     "tokenizer_config.json", "special_tokens_map.json")
+                     "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "vocab.json",
+                     "merges.txt", "added_tokens.json")
 
     def __init__(
         self,
@@ -158,7 +160,7 @@ class FullModelHFCheckpointer(CheckpointerBase):
                         return
 
     def _reorder(self, value: torch.Tensor, heads: int, fn, key: str, path: Path) -> torch.Tensor:
-        if value.dim() != 2 or value.shape[0] % (2 * heads):
+        if value.dim() not in (1, 2) or value.shape[0] % (2 * heads):
             raise CheckpointFormatError(
                 f"{path}: {key} has shape {list(value.shape)}, which does not split into {heads} heads of even size: "
                 "use the config.json that came with these weights"
@@ -166,8 +168,22 @@ class FullModelHFCheckpointer(CheckpointerBase):
         return fn(value, heads)
 
     # ------------------------------------------------------------------ saving
+    def save_checkpoint(self, state_dict: dict[str, Any], epoch: int, **kwargs: Any) -> Path:
+        # With tied embeddings, a LoRA on the output projection makes the merged lm_head differ from the
+        # embedding: then the merged model is saved untied (lm_head written, config says so), which is what
+        # the adapter loaded by peft onto the tied model computes.
+        model = state_dict.get("model") or {}
+        self._untie = self.shape.tie_word_embeddings and "output.lora_a.weight" in model and not kwargs.get("adapter_only")
+        return super().save_checkpoint(state_dict, epoch, **kwargs)
+
+    def copy_support_files(self, stage: Path) -> list[str]:
+        copied = super().copy_support_files(stage)
+        if getattr(self, "_untie", False):
+            atomic_write_bytes(stage / "config.json", json.dumps({**self.config, "tie_word_embeddings": False}, indent=2).encode())
+        return copied
+
     def model_tensor_to_write(self, key: str, shape: tuple[int, ...], dtype: torch.dtype, produce) -> Optional[TensorToWrite]:
-        if key == "output.weight" and self.shape.tie_word_embeddings:
+        if key == "output.weight" and self.shape.tie_word_embeddings and not getattr(self, "_untie", False):
             return None  # HF ties lm_head to embed_tokens itself
         heads = rotary_heads(key, self.shape)
         if heads is None:
