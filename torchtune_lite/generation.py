@@ -93,7 +93,7 @@ def generate(
 
 @dataclass
 class Completion:
-    """What `complete` returns: the prompt's tokens, the new tokens (EOS included if it stopped there),
+    """What `complete` returns: the prompt's tokens, the new tokens (the stop token included if it stopped there),
     the decoded answer (without EOS) and the seconds the new tokens took."""
 
     prompt_tokens: list[int]
@@ -117,9 +117,11 @@ def complete(
     """Encodes `prompt` (see `encode_prompt`), generates until EOS or `max_new_tokens`, and decodes."""
     prompt_tokens = encode_prompt(tokenizer, prompt, instruct_template=instruct_template)
     start = time.perf_counter()
-    new = generate(model, prompt_tokens, max_new_tokens=max_new_tokens, stop_tokens=[tokenizer.eos_id], **sampling)
+    # every EOS id the model declares (Llama-3's <|eot_id|> and <|end_of_text|>, Qwen's <|im_end|>, ...)
+    stop_tokens = list(getattr(tokenizer, "stop_tokens", [tokenizer.eos_id]))  # a minimal tokenizer has only eos_id
+    new = generate(model, prompt_tokens, max_new_tokens=max_new_tokens, stop_tokens=stop_tokens, **sampling)
     seconds = time.perf_counter() - start
-    answer = new[:-1] if new and new[-1] == tokenizer.eos_id else new
+    answer = new[:-1] if new and new[-1] in stop_tokens else new
     return Completion(prompt_tokens, new, tokenizer.decode(answer), seconds)
 
 
