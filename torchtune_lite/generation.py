@@ -104,10 +104,14 @@ class Completion:
 
 def encode_prompt(tokenizer, prompt: str, *, instruct_template: bool = True) -> list[int]:
     """BOS + `prompt`, wrapped in the Alpaca template exactly as the instruction data sets wrap it in training
-    (`instruct_template=False` for a plain text-completion prompt)."""
-    from torchtune_lite.data import format_alpaca_prompt
+    (`instruct_template=False` for a plain text-completion prompt); with a tokenizer that has a chat template,
+    that text is the user turn of a chat ending in the template's generation prompt, as in training."""
+    from torchtune_lite.data import Message, format_alpaca_prompt
 
     text = format_alpaca_prompt(prompt) if instruct_template else prompt
+    if getattr(tokenizer, "chat_template", None) is not None:
+        # training rendered the same user turn through the model's chat template; end with its assistant header
+        return tokenizer.render_prompt([Message("user", text)])
     return tokenizer.encode(text, add_bos=True, add_eos=False)
 
 

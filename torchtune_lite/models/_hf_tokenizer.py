@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Sequence, Union
 
-from torchtune_lite.data.chat_templates import ChatTemplate, ChatTemplateError, named_chat_template
+from torchtune_lite.data.chat_templates import NAMED_CHAT_TEMPLATES, ChatTemplate, ChatTemplateError, named_chat_template
 from torchtune_lite.data.messages import Message
 from torchtune_lite.data.prompt_templates import PromptTemplate
 from torchtune_lite.data.truncation import truncate_sample
@@ -164,6 +164,14 @@ class HFTokenizer:
 
     def decode(self, ids: Sequence[int]) -> str:
         return self.backend.decode(ids)
+
+    def check_can_render_chats(self) -> None:
+        """Chat data needs a layout: the folder's template, a named one, or a prompt template."""
+        if self.chat_template is None and self.prompt_template is None:
+            raise ChatTemplateError(
+                f"{self.source} has no chat template and none is named: set tokenizer.chat_template to one of "
+                f"{sorted(NAMED_CHAT_TEMPLATES)}"
+            )
 
     def render_prompt(self, messages: Sequence[Message]) -> list[int]:
         """Ids of `messages` followed by the template's generation prompt, for generation."""
