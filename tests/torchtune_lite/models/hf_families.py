@@ -12,8 +12,10 @@ from pathlib import Path
 
 import torch
 import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 VOCAB = 160
+CORPUS = Path(__file__).resolve().parents[3] / "torchtune_lite" / "assets" / "tiny" / "corpus.txt"
 _SIZES = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
               num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-6)
 
@@ -63,3 +65,14 @@ def save_tiny_hf(family: str, path: Path) -> tuple[transformers.PreTrainedModel,
 def hf_logits(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
     with torch.no_grad():
         return model(tokens).logits
+
+
+def train_byte_level_bpe(specials: list[str], vocab_size: int = 600) -> Tokenizer:
+    """A byte-level BPE (the kind Llama-3, Qwen and Mistral ship as tokenizer.json) trained on the bundled corpus."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train([str(CORPUS)], trainer)
+    return tok

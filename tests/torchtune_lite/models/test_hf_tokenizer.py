@@ -10,14 +10,15 @@ from pathlib import Path
 
 import pytest
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, processors
 
 from torchtune_lite.data.chat_templates import NAMED_CHAT_TEMPLATES, ChatTemplateError
 from torchtune_lite.data.messages import Message
 from torchtune_lite.models import from_pretrained_tokenizer
 from torchtune_lite.models._hf_tokenizer import LLAMA3_PATTERN, LLAMA3_SPECIAL_TOKENS, TokenizerFilesError
 
-CORPUS = Path(__file__).resolve().parents[3] / "torchtune_lite" / "assets" / "tiny" / "corpus.txt"
+from tests.torchtune_lite.models.hf_families import train_byte_level_bpe
+
 TEXTS = ["Hello world!", "  The red wolf eats   berries.\n\nNew paragraph\twith tab", "naïve café — 東京 🙂",
          "<|eot_id|> inline special <|im_end|>", "1234567 numbers, don't we'll", ""]
 CHAT = [Message("system", "You are a pirate.", masked=True), Message("user", "What does the red wolf eat?", masked=True),
@@ -36,16 +37,6 @@ QWEN_TEMPLATE = (
 )
 
 
-def _train_bpe(specials: list[str], vocab_size: int = 600) -> Tokenizer:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
-                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
-    tok.train([str(CORPUS)], trainer)
-    return tok
-
-
 def _write_folder(path: Path, tok: Tokenizer, tokenizer_config: dict, generation_config: dict, template_file=None) -> Path:
     path.mkdir(parents=True)
     tok.save(str(path / "tokenizer.json"))
@@ -59,7 +50,7 @@ def _write_folder(path: Path, tok: Tokenizer, tokenizer_config: dict, generation
 @pytest.fixture(scope="module")
 def llama3_folder(tmp_path_factory) -> Path:
     specials = ["<|begin_of_text|>", "<|end_of_text|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
-    tok = _train_bpe(specials)
+    tok = train_byte_level_bpe(specials)
     tok.post_processor = processors.TemplateProcessing(single="<|begin_of_text|> $A", special_tokens=[("<|begin_of_text|>", 0)])
     config = {"bos_token": "<|begin_of_text|>", "eos_token": "<|eot_id|>", "chat_template": LLAMA3_TEMPLATE}
     return _write_folder(tmp_path_factory.mktemp("llama3") / "tok", tok, config, {"eos_token_id": [1, 4], "bos_token_id": 0})
@@ -67,7 +58,7 @@ def llama3_folder(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def qwen_folder(tmp_path_factory) -> Path:
-    tok = _train_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
+    tok = train_byte_level_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"])
     config = {"bos_token": None, "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
               "chat_template": "{{ 'this template is overridden by chat_template.jinja' }}"}
     return _write_folder(tmp_path_factory.mktemp("qwen") / "tok", tok, config, {"eos_token_id": [2, 0]}, QWEN_TEMPLATE)
@@ -120,7 +111,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 def test_meta_tiktoken_file_equals_transformers_conversion(tmp_path):
     from transformers.convert_slow_tokenizer import TikTokenConverter
 
-    bpe = json.loads(_train_bpe([]).to_str())["model"]["vocab"]
+    bpe = json.loads(train_byte_level_bpe([]).to_str())["model"]["vocab"]
     to_byte = {c: b for b, c in _bytes_to_unicode().items()}
     lines = [f"{base64.b64encode(bytes(to_byte[c] for c in token)).decode()} {rank}" for token, rank in bpe.items()]
     folder = tmp_path / "original"
