@@ -14,7 +14,11 @@ import transformers
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.generation import generate
 from torchtune_lite.models import from_pretrained_config
-from torchtune_lite.models._hf_config import ModelConfigNotFoundError, UnsupportedModelConfigError
+from torchtune_lite.models._hf_config import (
+    ModelConfigNotFoundError,
+    UnsupportedModelConfigError,
+    decoder_args_from_hf_config,
+)
 from torchtune_lite.modules.peft import LoRALinear, get_adapter_params, set_trainable_params
 from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
 
@@ -159,3 +163,16 @@ def test_bad_folders_get_one_line(tmp_path):
     (src / "config.json").write_text(json.dumps(config))
     with pytest.raises(UnsupportedModelConfigError, match=r"'yarn' is not supported.*llama3"):
         from_pretrained_config(src)
+
+
+def test_configs_the_decoder_cannot_honour():
+    mistral_v01 = {"architectures": ["MistralForCausalLM"], "vocab_size": 32000, "hidden_size": 64, "intermediate_size": 96,
+                   "num_hidden_layers": 1, "num_attention_heads": 4, "num_key_value_heads": 2,
+                   "max_position_embeddings": 32768, "sliding_window": 4096}
+    with pytest.raises(UnsupportedModelConfigError, match="sliding_window=4096.*max_seq_len <= 4096"):
+        decoder_args_from_hf_config(mistral_v01)
+    assert decoder_args_from_hf_config(mistral_v01, max_seq_len=4096).max_seq_len == 4096  # the window never binds
+    qwen2 = {**mistral_v01, "architectures": ["Qwen2ForCausalLM"], "use_sliding_window": False}
+    assert decoder_args_from_hf_config(qwen2).qkv_bias  # Qwen2 declares a window it does not use
+    with pytest.raises(UnsupportedModelConfigError, match="mlp_bias"):
+        decoder_args_from_hf_config({**qwen2, "mlp_bias": True})
