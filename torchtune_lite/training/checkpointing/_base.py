@@ -219,7 +219,7 @@ class CheckpointerBase:
         hf_names = set(HF_MODULE_NAMES.values())
         unknown = [m for m in config["target_modules"] if m not in HF_MODULE_NAMES and m not in hf_names]
         if unknown:
-            raise ValueError(f"adapter target_modules {unknown} are not Llama-2 linear layers: use some of {list(HF_MODULE_NAMES)}")
+            raise ValueError(f"adapter target_modules {unknown} are not decoder linear layers: use some of {list(HF_MODULE_NAMES)}")
         return {
             "base_model_name_or_path": str(config.get("base_model_name_or_path", self.checkpoint_dir.resolve())),
             "peft_type": "LORA",

@@ -1,4 +1,4 @@
-"""Key names and q/k row orders of Hugging Face and Meta Llama-2 checkpoints versus ours.
+"""Key names and q/k row orders of Hugging Face (Llama-2/3.x, Mistral, Qwen2/2.5, Qwen3) and Meta checkpoints versus ours.
 
 Our keys follow docs/architecture.md. Hugging Face stores the q/k projection rows of each head
 split into two halves (its RoPE rotates `x[:d/2]` against `x[d/2:]`); ours and Meta's interleave
@@ -100,7 +100,7 @@ class _KeyMap:
         m = re.match(r"^layers\.(\d+)\.(.+)$", key)
         if m and m.group(2) in self.layer:
             return f"{self.layer_prefix}{m.group(1)}.{self.layer[m.group(2)]}"
-        raise CheckpointFormatError(f"state dict key {key!r} is not a Llama-2 parameter: save only the model's own parameters")
+        raise CheckpointFormatError(f"state dict key {key!r} is not a decoder parameter: save only the model's own parameters")
 
     def to_ours(self, key: str, source: str) -> Optional[str]:
         """Our name for `key` read from `source`; None for buffers we rebuild (e.g. rotary tables)."""
@@ -112,8 +112,8 @@ class _KeyMap:
         if any(p.search(key) for p in self.ignore):
             return None
         raise CheckpointFormatError(
-            f"{source}: unexpected key {key!r} for a Llama-2 checkpoint: point the checkpointer at Llama-2 "
-            "weights of the layout it reads (FullModelHFCheckpointer for HF, FullModelMetaCheckpointer for consolidated.*.pth)"
+            f"{source}: unexpected key {key!r} for a supported checkpoint: point the checkpointer at "
+            "weights of a supported architecture in the layout it reads (FullModelHFCheckpointer for HF, FullModelMetaCheckpointer for consolidated.*.pth)"
         )
 
 
@@ -200,7 +200,7 @@ def lora_key_from_hf(key: str, source: str) -> str:
             "torchtune_lite or peft (LoRA, bias='none')")
     ours = HF_KEYS.to_ours(m.group(1) + ".weight", source)
     if ours is None:
-        raise CheckpointFormatError(f"{source}: LoRA on {m.group(1)!r} is not supported: target Llama-2 linear layers only")
+        raise CheckpointFormatError(f"{source}: LoRA on {m.group(1)!r} is not supported: target the decoder's linear layers only")
     return f"{ours[: -len('.weight')]}.lora_{m.group(2).lower()}.weight"
 
 

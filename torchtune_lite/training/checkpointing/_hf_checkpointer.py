@@ -37,7 +37,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 class FullModelHFCheckpointer(CheckpointerBase):
-    """Reads and writes Llama-2 weights in the Hugging Face layout.
+    """Reads and writes decoder weights (Llama-2/3.x, Mistral, Qwen2/2.5, Qwen3) in the Hugging Face layout.
 
     `checkpoint_files`: a list of file names in `checkpoint_dir`; or
     `{"filename_format": "model-{}-of-{}.safetensors", "max_filename": "00002"}`; or None to find them
@@ -118,7 +118,7 @@ class FullModelHFCheckpointer(CheckpointerBase):
         found = sorted(p.name for p in d.iterdir())
         raise CheckpointNotFoundError(
             f"no model.safetensors(.index.json) or pytorch_model*.bin in {d} (found: {found}): set "
-            "checkpointer.checkpoint_files or point checkpoint_dir at an HF Llama-2 folder"
+            "checkpointer.checkpoint_files or point checkpoint_dir at an HF model folder"
         )
 
     # ------------------------------------------------------------------ loading
