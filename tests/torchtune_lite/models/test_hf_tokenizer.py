@@ -9,6 +9,7 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import transformers
 from tokenizers import Tokenizer, processors
 
@@ -146,3 +147,39 @@ def test_named_templates_and_bad_folders(tmp_path, llama3_folder):
         from_pretrained_tokenizer(llama3_folder, chat_template="vicuna")
     with pytest.raises(TokenizerFilesError, match="no tokenizer.json or tokenizer.model"):
         from_pretrained_tokenizer(tmp_path)
+
+
+def test_generation_prompts_through_the_template_and_stops_on_any_eos(qwen_folder, tmp_path):
+    from torchtune_lite.datasets import alpaca_dataset
+    from torchtune_lite.generation import complete, encode_prompt
+
+    tok = from_pretrained_tokenizer(qwen_folder)
+    data = tmp_path / "one.json"
+    data.write_text('[{"instruction": "What does the red wolf eat?", "input": "", "output": "Arr, berries."}]')
+    sample = alpaca_dataset(tok, data_files=str(data), train_on_input=False)[0]
+    prompt = encode_prompt(tok, "What does the red wolf eat?")
+    header = tok.backend.encode("<|im_start|>assistant\n")
+    assert prompt[-len(header):] == header  # ends with the template's generation prompt
+    assert sample["tokens"][: len(prompt)] == prompt  # generation sees the prompt training saw
+    assert all(label == -100 for label in sample["labels"][: len(prompt)]) and sample["labels"][len(prompt)] != -100
+
+    answer = tok.backend.encode("berries")
+
+    class Scripted(torch.nn.Module):  # says "berries", then <|endoftext|> (id 0): the second of the two EOS ids
+        max_seq_len = 4096
+
+        def __init__(self):
+            super().__init__()
+            self.w, self.out = torch.nn.Parameter(torch.zeros(1)), [*answer, 0, 5, 6]
+
+        def setup_caches(self, batch_size, dtype): ...
+        def reset_caches(self): ...
+        def teardown_caches(self): ...
+
+        def forward(self, tokens, input_pos=None):
+            logits = torch.zeros(1, tokens.shape[1], tok.vocab_size)
+            logits[0, -1, self.out.pop(0)] = 1.0
+            return logits
+
+    result = complete(Scripted(), tok, "What does the red wolf eat?", max_new_tokens=10)
+    assert result.tokens == [*answer, 0] and result.text == "berries"
