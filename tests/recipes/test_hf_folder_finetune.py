@@ -5,6 +5,7 @@ through the chat template, the merged folder loads into transformers, and bad fo
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -76,3 +77,13 @@ def test_bad_folders_fail_in_one_line(qwen_folder, tmp_path):
     proc = run_tune(*_args(bad, tmp_path / "out3", "dataset._component_=torchtune_lite.datasets.chat_dataset",
                            f"dataset.data_files={chat}", "~dataset.packed"), check=False)
     assert proc.returncode != 0 and "no chat template and none is named" in proc.stderr
+
+
+def test_tokenizer_bigger_than_the_embedding_fails_in_one_line(qwen_folder, tmp_path):
+    other = tmp_path / "other_tokenizer"
+    other.mkdir()
+    train_byte_level_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], vocab_size=700).save(str(other / "tokenizer.json"))
+    (other / "tokenizer_config.json").write_text((qwen_folder / "tokenizer_config.json").read_text())
+    proc = run_tune(*_args(qwen_folder, tmp_path / "out", f"tokenizer.checkpoint_dir={other}"), check=False)
+    assert proc.returncode != 0 and re.search(rf"^error: tokenizer {other} has 6\d\d tokens but the model's embedding has 512", proc.stderr, re.M)
+    assert not (tmp_path / "out" / "epoch_0").exists()
