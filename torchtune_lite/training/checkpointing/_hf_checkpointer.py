@@ -63,6 +63,7 @@ class FullModelHFCheckpointer(CheckpointerBase):
     ) -> None:
         super().__init__(checkpoint_dir, checkpoint_files, model_type, output_dir, adapter_checkpoint, recipe_checkpoint)
         self.safe_serialization = safe_serialization
+        self._untie = False  # set per save: tied embeddings, but the output projection carries LoRA
         self.max_shard_size = int(max_shard_size)
         config_path = self.checkpoint_dir / "config.json"
         if not config_path.is_file():
@@ -178,12 +179,12 @@ class FullModelHFCheckpointer(CheckpointerBase):
 
     def copy_support_files(self, stage: Path) -> list[str]:
         copied = super().copy_support_files(stage)
-        if getattr(self, "_untie", False):
+        if self._untie:
             atomic_write_bytes(stage / "config.json", json.dumps({**self.config, "tie_word_embeddings": False}, indent=2).encode())
         return copied
 
     def model_tensor_to_write(self, key: str, shape: tuple[int, ...], dtype: torch.dtype, produce) -> Optional[TensorToWrite]:
-        if key == "output.weight" and self.shape.tie_word_embeddings and not getattr(self, "_untie", False):
+        if key == "output.weight" and self.shape.tie_word_embeddings and not self._untie:
             return None  # HF ties lm_head to embed_tokens itself
         heads = rotary_heads(key, self.shape)
         if heads is None:
