@@ -109,10 +109,11 @@ def hf_config(shape: dict) -> dict:
     }  # fmt: skip
 
 
-def write_random_checkpoint(folder: Path, shape: dict) -> None:
-    """Random bf16 weights (std 0.02, norms near 1) as HF safetensors shards, one tensor in memory at a time."""
+def write_random_checkpoint(folder: Path, shape: dict, config: Optional[dict] = None) -> None:
+    """Random bf16 weights (std 0.02, norms near 1) as HF safetensors shards, one tensor in memory at a time.
+    `config`: the config.json to write (default: Llama-2's for `shape`)."""
     folder.mkdir(parents=True, exist_ok=True)
-    config = hf_config(shape)
+    config = config or hf_config(shape)
     generator = torch.Generator().manual_seed(0)
 
     def random_weight(key: str, size: tuple[int, ...]) -> torch.Tensor:

@@ -56,7 +56,7 @@ def recipe_main(cfg) -> None:
     )
     print(result.text, flush=True)
     n = len(result.tokens)
-    stop = "EOS" if n and result.tokens[-1] == tokenizer.eos_id else f"max_new_tokens={cfg.max_new_tokens}"
+    stop = "EOS" if n and result.tokens[-1] in tokenizer.stop_tokens else f"max_new_tokens={cfg.max_new_tokens}"
     print(
         f"\n{n} tokens in {result.seconds:.2f} s ({n / max(result.seconds, 1e-9):.1f} tokens/s), {how}, stopped at {stop}",
         flush=True,

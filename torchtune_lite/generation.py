@@ -93,7 +93,7 @@ def generate(
 
 @dataclass
 class Completion:
-    """What `complete` returns: the prompt's tokens, the new tokens (EOS included if it stopped there),
+    """What `complete` returns: the prompt's tokens, the new tokens (the stop token included if it stopped there),
     the decoded answer (without EOS) and the seconds the new tokens took."""
 
     prompt_tokens: list[int]
@@ -104,10 +104,14 @@ class Completion:
 
 def encode_prompt(tokenizer, prompt: str, *, instruct_template: bool = True) -> list[int]:
     """BOS + `prompt`, wrapped in the Alpaca template exactly as the instruction data sets wrap it in training
-    (`instruct_template=False` for a plain text-completion prompt)."""
-    from torchtune_lite.data import format_alpaca_prompt
+    (`instruct_template=False` for a plain text-completion prompt); with a tokenizer that has a chat template,
+    that text is the user turn of a chat ending in the template's generation prompt, as in training."""
+    from torchtune_lite.data import Message, format_alpaca_prompt
 
     text = format_alpaca_prompt(prompt) if instruct_template else prompt
+    if getattr(tokenizer, "chat_template", None) is not None:
+        # training rendered the same user turn through the model's chat template; end with its assistant header
+        return tokenizer.render_prompt([Message("user", text)])
     return tokenizer.encode(text, add_bos=True, add_eos=False)
 
 
@@ -117,9 +121,11 @@ def complete(
     """Encodes `prompt` (see `encode_prompt`), generates until EOS or `max_new_tokens`, and decodes."""
     prompt_tokens = encode_prompt(tokenizer, prompt, instruct_template=instruct_template)
     start = time.perf_counter()
-    new = generate(model, prompt_tokens, max_new_tokens=max_new_tokens, stop_tokens=[tokenizer.eos_id], **sampling)
+    # every EOS id the model declares (Llama-3's <|eot_id|> and <|end_of_text|>, Qwen's <|im_end|>, ...)
+    stop_tokens = list(getattr(tokenizer, "stop_tokens", [tokenizer.eos_id]))  # a minimal tokenizer has only eos_id
+    new = generate(model, prompt_tokens, max_new_tokens=max_new_tokens, stop_tokens=stop_tokens, **sampling)
     seconds = time.perf_counter() - start
-    answer = new[:-1] if new and new[-1] == tokenizer.eos_id else new
+    answer = new[:-1] if new and new[-1] in stop_tokens else new
     return Completion(prompt_tokens, new, tokenizer.decode(answer), seconds)
 
 

@@ -10,6 +10,12 @@ from pathlib import Path
 _LORA_CONFIGS = (
     "tiny/qlora", "tiny/lora",
     "llama2/7B_qlora", "llama2/7B_lora", "llama2/13B_qlora", "llama2/13B_lora", "llama2/70B_qlora", "llama2/70B_lora",
+    "llama3_1/8B_lora", "llama3_1/8B_qlora", "llama3_1/70B_qlora",
+    "llama3_2/1B_lora", "llama3_2/3B_lora", "llama3_2/3B_qlora",
+    "qwen2_5/0.5B_lora", "qwen2_5/7B_lora", "qwen2_5/7B_qlora",
+    "qwen3/0.6B_lora", "qwen3/8B_lora", "qwen3/8B_qlora",
+    "mistral/7B_lora", "mistral/7B_qlora",
+    "hf/qlora", "hf/lora",
 )
 
 

@@ -41,7 +41,7 @@ def list_configs() -> list[str]:
 
 
 def resolve_config(name_or_path: str) -> Path:
-    """A file path, a family path (`llama2/7B_qlora`) or a unique short name (`7B_qlora`)."""
+    """A file path, a family path (`llama2/7B_qlora`) or a short name (`7B_qlora`) that is unique or Llama-2's."""
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml") and path.is_file():
         return path
@@ -52,6 +52,9 @@ def resolve_config(name_or_path: str) -> Path:
     matches = [c for c in known if c.split("/")[-1] == name]
     if len(matches) == 1:
         return configs_root() / f"{matches[0]}.yaml"
+    if len(matches) > 1 and f"llama2/{name}" in matches:
+        # the short names came when Llama-2 was the only family: they keep meaning it
+        return configs_root() / f"llama2/{name}.yaml"
     if len(matches) > 1:
         raise ConfigError(f"config '{name_or_path}' is ambiguous: use one of {', '.join(matches)}")
     if path.suffix in (".yaml", ".yml"):

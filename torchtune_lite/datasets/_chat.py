@@ -23,6 +23,9 @@ def chat_dataset(
 ) -> Union[SFTDataset, PackedDataset]:
     """Only assistant turns are trained on unless `train_on_input`. `new_system_prompt` replaces the
     conversation's own system messages and is never trained on; `split` slices the file (`"train[:90%]"`)."""
+    check_chat_template = getattr(tokenizer, "check_can_render_chats", None)
+    if check_chat_template is not None:  # before reading any data: a model folder without a chat template
+        check_chat_template()
     rows = read_rows(source, data_files, split, [conversation_column])
 
     def to_messages(row: dict) -> list[Message]:

@@ -19,10 +19,12 @@ class MultiHeadAttention(nn.Module):
         num_heads: query heads.
         num_kv_heads: key/value heads; must divide num_heads.
         head_dim: size of each head.
-        q_proj, k_proj, v_proj, output_proj: the projections (nn.Linear or LoRALinear, no bias).
+        q_proj, k_proj, v_proj, output_proj: the projections (nn.Linear or LoRALinear; q/k/v may carry biases).
         pos_embeddings: applied to q and k, called as `pos_embeddings(x, input_pos=...)`.
         max_seq_len: longest sequence (and KV cache length).
         attn_dropout: dropout on attention probabilities while training.
+        q_norm, k_norm: optional norms over each head's `head_dim`, applied to q and k before RoPE (Qwen3's
+            QK-norm); None (Llama) applies none.
     """
 
     def __init__(
@@ -39,6 +41,8 @@ class MultiHeadAttention(nn.Module):
         pos_embeddings: nn.Module,
         max_seq_len: int = 4096,
         attn_dropout: float = 0.0,
+        q_norm: Optional[nn.Module] = None,
+        k_norm: Optional[nn.Module] = None,
     ) -> None:
         super().__init__()
         if num_heads % num_kv_heads != 0:
@@ -58,6 +62,8 @@ class MultiHeadAttention(nn.Module):
         self.v_proj = v_proj
         self.output_proj = output_proj
         self.pos_embeddings = pos_embeddings
+        self.q_norm = q_norm
+        self.k_norm = k_norm
         self.kv_cache: Optional[KVCache] = None
 
     def setup_cache(self, batch_size: int, dtype: torch.dtype) -> None:
@@ -90,6 +96,10 @@ class MultiHeadAttention(nn.Module):
         q = self.q_proj(x).view(b, s, self.num_heads, self.head_dim)
         k = self.k_proj(x).view(b, s, self.num_kv_heads, self.head_dim)
         v = self.v_proj(x).view(b, s, self.num_kv_heads, self.head_dim)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
+        if self.k_norm is not None:
+            k = self.k_norm(k)
         q = self.pos_embeddings(q, input_pos=input_pos).transpose(1, 2)  # [b, n_h, s, h_d]
         k = self.pos_embeddings(k, input_pos=input_pos).transpose(1, 2)  # [b, n_kv, s, h_d]
         v = v.transpose(1, 2)

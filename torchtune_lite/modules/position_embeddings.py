@@ -1,9 +1,36 @@
 """Rotary positional embeddings (RoPE) in the Meta/torchtune interleaved-pair convention."""
 
+import math
+from dataclasses import dataclass
 from typing import Optional
 
 import torch
 from torch import nn
+
+
+@dataclass(frozen=True)
+class Llama3RopeScaling:
+    """Llama-3.1's frequency scaling (`rope_scaling` of type "llama3" in HF config.json).
+
+    Long wavelengths (beyond `original_max_position_embeddings / low_freq_factor`) are slowed by `factor`,
+    short ones (below `... / high_freq_factor`) kept, and the band between blended smoothly, so the model
+    reaches 128k positions while its short-range behaviour stays as trained at 8k.
+    """
+
+    factor: float = 8.0
+    low_freq_factor: float = 1.0
+    high_freq_factor: float = 4.0
+    original_max_position_embeddings: int = 8192
+
+    def scale(self, inv_freq: torch.Tensor) -> torch.Tensor:
+        """inv_freq: [dim/2] -> the scaled frequencies, same shape."""
+        old_len = self.original_max_position_embeddings
+        wavelen = 2 * math.pi / inv_freq
+        long_wave = wavelen > old_len / self.low_freq_factor
+        short_wave = wavelen < old_len / self.high_freq_factor
+        smooth = (old_len / wavelen - self.low_freq_factor) / (self.high_freq_factor - self.low_freq_factor)
+        blended = (1 - smooth) * inv_freq / self.factor + smooth * inv_freq
+        return torch.where(long_wave, inv_freq / self.factor, torch.where(short_wave, inv_freq, blended))
 
 
 class RotaryPositionalEmbeddings(nn.Module):
@@ -16,15 +43,19 @@ class RotaryPositionalEmbeddings(nn.Module):
         dim: head dimension (even).
         max_seq_len: longest position the table covers.
         base: the RoPE frequency base.
+        scaling: optional frequency scaling (Llama-3.1's); None keeps plain RoPE.
     """
 
-    def __init__(self, dim: int, max_seq_len: int = 4096, base: int = 10_000) -> None:
+    def __init__(
+        self, dim: int, max_seq_len: int = 4096, base: float = 10_000, scaling: Optional[Llama3RopeScaling] = None
+    ) -> None:
         super().__init__()
         if dim % 2 != 0:
             raise ValueError(f"RoPE needs an even head dimension, got {dim}: choose embed_dim/num_heads even")
         self.dim = dim
         self.max_seq_len = max_seq_len
         self.base = base
+        self.scaling = scaling
         self.register_buffer("cache", torch.empty(max_seq_len, dim // 2, 2, dtype=torch.float32), persistent=False)
         self.rope_init()
 
@@ -32,6 +63,8 @@ class RotaryPositionalEmbeddings(nn.Module):
         """(Re)computes the cos/sin table `cache: [max_seq_len, dim // 2, 2]` in fp32."""
         device = self.cache.device
         inv_freq = 1.0 / (self.base ** (torch.arange(0, self.dim, 2, device=device, dtype=torch.float32) / self.dim))
+        if self.scaling is not None:
+            inv_freq = self.scaling.scale(inv_freq)
         positions = torch.arange(self.max_seq_len, device=device, dtype=torch.float32)
         angles = torch.outer(positions, inv_freq)
         self.cache = torch.stack([angles.cos(), angles.sin()], dim=-1)

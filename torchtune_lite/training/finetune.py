@@ -403,7 +403,8 @@ class FinetuneRecipe:
         vocab = self.model.tok_embeddings.num_embeddings
         if self.tokenizer.vocab_size > vocab:
             raise ValueError(
-                f"tokenizer {self.cfg.tokenizer.path} has {self.tokenizer.vocab_size} tokens but the model's "
+                f"tokenizer {self.cfg.tokenizer.get('path') or self.cfg.tokenizer.get('checkpoint_dir')} has "
+                f"{self.tokenizer.vocab_size} tokens but the model's "
                 f"embedding has {vocab}: use the tokenizer that belongs to the checkpoint"
             )
 

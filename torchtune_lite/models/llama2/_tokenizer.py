@@ -9,6 +9,7 @@ import sentencepiece as spm
 
 from torchtune_lite.data.messages import Message
 from torchtune_lite.data.prompt_templates import PROMPT_TEMPLATES, PromptTemplate
+from torchtune_lite.data.truncation import truncate_sample
 
 
 class Llama2Tokenizer:
@@ -60,6 +61,11 @@ class Llama2Tokenizer:
     def pad_id(self) -> int:
         return max(self.sp.pad_id(), 0)
 
+    @property
+    def stop_tokens(self) -> list[int]:
+        """Ids that end a generation."""
+        return [self.eos_id]
+
     def encode(self, text: str, add_bos: bool = True, add_eos: bool = True) -> list[int]:
         """Never truncates: `max_seq_len` applies to whole samples (`tokenize_messages`, `truncate`)."""
         ids = self.sp.EncodeAsIds(text)
@@ -85,16 +91,8 @@ class Llama2Tokenizer:
         return tokens, mask
 
     def truncate(self, tokens: list[int], mask: list[bool]) -> tuple[list[int], list[bool]]:
-        """Cuts a sample to `max_seq_len`. A sample that ended in EOS still does, so it stays a well-formed
-        sequence (and packed samples stay visibly separated), but that EOS is masked: the model must not
-        learn to stop where the text was merely cut."""
-        if self.max_seq_len is None or len(tokens) <= self.max_seq_len:
-            return tokens, mask
-        ended_with_eos = tokens[-1] == self.eos_id
-        tokens, mask = tokens[: self.max_seq_len], mask[: self.max_seq_len]
-        if ended_with_eos:
-            tokens[-1], mask[-1] = self.eos_id, True
-        return tokens, mask
+        """Cuts a sample to `max_seq_len` (see `truncate_sample`: a final EOS stays, masked)."""
+        return truncate_sample(tokens, mask, self.max_seq_len, self.eos_id)
 
 
 def llama2_tokenizer(

@@ -37,7 +37,8 @@ ADAPTER_CONFIG_FILE = "adapter_config.json"
 # The adapter lives in its own subfolder: transformers auto-applies an adapter_config.json it finds next
 # to the full weights, which would add the LoRA delta twice on top of the merged model.
 ADAPTER_DIR = "adapter"
-SUPPORTED_MODEL_TYPES = ("LLAMA2",)
+# Informational: conversion is driven by config.json (HF) or params.json (Meta), the same for every family.
+SUPPORTED_MODEL_TYPES = ("LLAMA2", "LLAMA3", "LLAMA3_2", "MISTRAL", "QWEN2", "QWEN3")
 
 
 def to_cpu_plain(value: torch.Tensor) -> torch.Tensor:
@@ -220,7 +221,7 @@ class CheckpointerBase:
         hf_names = set(HF_MODULE_NAMES.values())
         unknown = [m for m in config["target_modules"] if m not in HF_MODULE_NAMES and m not in hf_names]
         if unknown:
-            raise ValueError(f"adapter target_modules {unknown} are not Llama-2 linear layers: use some of {list(HF_MODULE_NAMES)}")
+            raise ValueError(f"adapter target_modules {unknown} are not decoder linear layers: use some of {list(HF_MODULE_NAMES)}")
         return {
             "base_model_name_or_path": str(config.get("base_model_name_or_path", self.checkpoint_dir.resolve())),
             "peft_type": "LORA",

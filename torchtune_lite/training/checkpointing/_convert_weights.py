@@ -1,4 +1,4 @@
-"""Key names and q/k row orders of Hugging Face and Meta Llama-2 checkpoints versus ours.
+"""Key names and q/k row orders of Hugging Face (Llama-2/3.x, Mistral, Qwen2/2.5, Qwen3) and Meta checkpoints versus ours.
 
 Our keys follow docs/architecture.md. Hugging Face stores the q/k projection rows of each head
 split into two halves (its RoPE rotates `x[:d/2]` against `x[d/2:]`); ours and Meta's interleave
@@ -29,10 +29,13 @@ class ModelShape:
     hidden_dim: Optional[int]  # None when the file does not say (Meta); then it is not checked
     vocab_size: Optional[int]
     tie_word_embeddings: bool = False
+    qkv_bias: bool = False  # Qwen2/2.5 (or attention_bias=true)
+    qk_norm: bool = False  # Qwen3: RMSNorm over each q/k head
 
     @classmethod
     def from_hf_config(cls, config: dict) -> "ModelShape":
         heads = config["num_attention_heads"]
+        archs = config.get("architectures") or []
         return cls(
             num_layers=config["num_hidden_layers"],
             num_heads=heads,
@@ -42,6 +45,8 @@ class ModelShape:
             hidden_dim=config.get("intermediate_size"),
             vocab_size=config.get("vocab_size"),
             tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            qkv_bias="Qwen2ForCausalLM" in archs or bool(config.get("attention_bias", False)),
+            qk_norm="Qwen3ForCausalLM" in archs,
         )
 
     @classmethod
@@ -71,6 +76,11 @@ class ModelShape:
                 p + "attn.v_proj.weight": (kv * hd, d), p + "attn.output_proj.weight": (d, h * hd),
                 p + "mlp.w1.weight": (ff, d), p + "mlp.w2.weight": (d, ff), p + "mlp.w3.weight": (ff, d),
             })
+            if self.qkv_bias:
+                shapes.update({p + "attn.q_proj.bias": (h * hd,), p + "attn.k_proj.bias": (kv * hd,),
+                               p + "attn.v_proj.bias": (kv * hd,)})
+            if self.qk_norm:
+                shapes.update({p + "attn.q_norm.scale": (hd,), p + "attn.k_norm.scale": (hd,)})
         return shapes
 
 
@@ -90,7 +100,7 @@ class _KeyMap:
         m = re.match(r"^layers\.(\d+)\.(.+)$", key)
         if m and m.group(2) in self.layer:
             return f"{self.layer_prefix}{m.group(1)}.{self.layer[m.group(2)]}"
-        raise CheckpointFormatError(f"state dict key {key!r} is not a Llama-2 parameter: save only the model's own parameters")
+        raise CheckpointFormatError(f"state dict key {key!r} is not a decoder parameter: save only the model's own parameters")
 
     def to_ours(self, key: str, source: str) -> Optional[str]:
         """Our name for `key` read from `source`; None for buffers we rebuild (e.g. rotary tables)."""
@@ -102,8 +112,8 @@ class _KeyMap:
         if any(p.search(key) for p in self.ignore):
             return None
         raise CheckpointFormatError(
-            f"{source}: unexpected key {key!r} for a Llama-2 checkpoint: point the checkpointer at Llama-2 "
-            "weights of the layout it reads (FullModelHFCheckpointer for HF, FullModelMetaCheckpointer for consolidated.*.pth)"
+            f"{source}: unexpected key {key!r} for a supported checkpoint: point the checkpointer at "
+            "weights of a supported architecture in the layout it reads (FullModelHFCheckpointer for HF, FullModelMetaCheckpointer for consolidated.*.pth)"
         )
 
 
@@ -115,6 +125,10 @@ HF_KEYS = _KeyMap(
         "attn.v_proj.weight": "self_attn.v_proj.weight", "attn.output_proj.weight": "self_attn.o_proj.weight",
         "mlp.w1.weight": "mlp.gate_proj.weight", "mlp.w2.weight": "mlp.down_proj.weight", "mlp.w3.weight": "mlp.up_proj.weight",
         "sa_norm.scale": "input_layernorm.weight", "mlp_norm.scale": "post_attention_layernorm.weight",
+        # Qwen2/2.5 q/k/v biases and Qwen3's per-head q/k norms
+        "attn.q_proj.bias": "self_attn.q_proj.bias", "attn.k_proj.bias": "self_attn.k_proj.bias",
+        "attn.v_proj.bias": "self_attn.v_proj.bias",
+        "attn.q_norm.scale": "self_attn.q_norm.weight", "attn.k_norm.scale": "self_attn.k_norm.weight",
     },
     ignore=(r"rotary_emb\.inv_freq$",),
 )
@@ -137,23 +151,36 @@ HF_MODULE_NAMES = {"q_proj": "q_proj", "k_proj": "k_proj", "v_proj": "v_proj", "
                    "w1": "gate_proj", "w2": "down_proj", "w3": "up_proj", "output": "lm_head"}
 
 
+_ROTARY_SUFFIXES = ("weight", "bias", "lora_b.weight")
+
+
 def rotary_heads(key: str, shape: ModelShape) -> Optional[int]:
-    """Number of heads whose rows HF permutes for this (our) key, or None if it is not q/k."""
-    if key.endswith("attn.q_proj.weight") or key.endswith("attn.q_proj.lora_b.weight"):
+    """Number of heads whose rows HF permutes for this (our) key, or None if RoPE does not see its rows.
+
+    Every tensor indexed by q/k output rows moves with them: the weights, Qwen2's biases, a LoRA `lora_b`,
+    and Qwen3's q/k norm scales (one head's worth of rows, so 1 "head")."""
+    if any(key.endswith(f"attn.q_proj.{s}") for s in _ROTARY_SUFFIXES):
         return shape.num_heads
-    if key.endswith("attn.k_proj.weight") or key.endswith("attn.k_proj.lora_b.weight"):
+    if any(key.endswith(f"attn.k_proj.{s}") for s in _ROTARY_SUFFIXES):
         return shape.num_kv_heads
+    if key.endswith("attn.q_norm.scale") or key.endswith("attn.k_norm.scale"):
+        return 1
     return None
 
 
 def interleaved_to_hf(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Rows of each head from pairs `(2i, 2i+1)` to halves `[evens..., odds...]`. w: [n_heads * head_dim, cols]."""
+    """Rows of each head from pairs `(2i, 2i+1)` to halves `[evens..., odds...]`. w: [n_heads * head_dim, cols]
+    or [n_heads * head_dim] (a bias or norm scale)."""
+    if w.dim() == 1:
+        return interleaved_to_hf(w.unsqueeze(1), n_heads).squeeze(1)
     rows, cols = w.shape
     return w.reshape(n_heads, rows // n_heads // 2, 2, cols).transpose(1, 2).reshape(rows, cols)
 
 
 def hf_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Inverse of `interleaved_to_hf`. w: [n_heads * head_dim, cols]."""
+    """Inverse of `interleaved_to_hf`. w: [n_heads * head_dim, cols] or [n_heads * head_dim]."""
+    if w.dim() == 1:
+        return hf_to_interleaved(w.unsqueeze(1), n_heads).squeeze(1)
     rows, cols = w.shape
     return w.reshape(n_heads, 2, rows // n_heads // 2, cols).transpose(1, 2).reshape(rows, cols)
 
@@ -173,7 +200,7 @@ def lora_key_from_hf(key: str, source: str) -> str:
             "torchtune_lite or peft (LoRA, bias='none')")
     ours = HF_KEYS.to_ours(m.group(1) + ".weight", source)
     if ours is None:
-        raise CheckpointFormatError(f"{source}: LoRA on {m.group(1)!r} is not supported: target Llama-2 linear layers only")
+        raise CheckpointFormatError(f"{source}: LoRA on {m.group(1)!r} is not supported: target the decoder's linear layers only")
     return f"{ours[: -len('.weight')]}.lora_{m.group(2).lower()}.weight"
 
 

@@ -1,4 +1,4 @@
-"""Hugging Face Llama-2 checkpoints: `model*.safetensors` / `pytorch_model*.bin` plus `config.json`.
+"""Hugging Face checkpoints (Llama-2/3.x, Mistral, Qwen2/2.5, Qwen3): `model*.safetensors` / `pytorch_model*.bin` plus `config.json`.
 
 Loads into our keys (q/k rows re-ordered from HF's rotate-half layout to the interleaved one) and saves
 back as sharded safetensors that `transformers.LlamaForCausalLM.from_pretrained` reads, with LoRA
@@ -13,6 +13,7 @@ from typing import Any, Iterator, Optional, Union
 
 import torch
 
+from torchtune_lite.training.checkpointing._atomic import atomic_write_bytes
 from torchtune_lite.training.checkpointing._base import ADAPTER_WEIGHTS_FILE, CheckpointerBase, to_cpu_plain
 from torchtune_lite.training.checkpointing._convert_weights import (
     HF_KEYS,
@@ -36,7 +37,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 class FullModelHFCheckpointer(CheckpointerBase):
-    """Reads and writes Llama-2 weights in the Hugging Face layout.
+    """Reads and writes decoder weights (Llama-2/3.x, Mistral, Qwen2/2.5, Qwen3) in the Hugging Face layout.
 
     `checkpoint_files`: a list of file names in `checkpoint_dir`; or
     `{"filename_format": "model-{}-of-{}.safetensors", "max_filename": "00002"}`; or None to find them
@@ -46,7 +47,8 @@ class FullModelHFCheckpointer(CheckpointerBase):
     """
 
     support_files = ("config.json", "generation_config.json", "tokenizer.model", "tokenizer.json",
-                     "tokenizer_config.json", "special_tokens_map.json")
+                     "tokenizer_config.json", "special_tokens_map.json", "chat_template.jinja", "vocab.json",
+                     "merges.txt", "added_tokens.json")
 
     def __init__(
         self,
@@ -61,6 +63,7 @@ class FullModelHFCheckpointer(CheckpointerBase):
     ) -> None:
         super().__init__(checkpoint_dir, checkpoint_files, model_type, output_dir, adapter_checkpoint, recipe_checkpoint)
         self.safe_serialization = safe_serialization
+        self._untie = False  # set per save: tied embeddings, but the output projection carries LoRA
         self.max_shard_size = int(max_shard_size)
         config_path = self.checkpoint_dir / "config.json"
         if not config_path.is_file():
@@ -116,7 +119,7 @@ class FullModelHFCheckpointer(CheckpointerBase):
         found = sorted(p.name for p in d.iterdir())
         raise CheckpointNotFoundError(
             f"no model.safetensors(.index.json) or pytorch_model*.bin in {d} (found: {found}): set "
-            "checkpointer.checkpoint_files or point checkpoint_dir at an HF Llama-2 folder"
+            "checkpointer.checkpoint_files or point checkpoint_dir at an HF model folder"
         )
 
     # ------------------------------------------------------------------ loading
@@ -158,7 +161,7 @@ class FullModelHFCheckpointer(CheckpointerBase):
                         return
 
     def _reorder(self, value: torch.Tensor, heads: int, fn, key: str, path: Path) -> torch.Tensor:
-        if value.dim() != 2 or value.shape[0] % (2 * heads):
+        if value.dim() not in (1, 2) or value.shape[0] % (2 * heads):
             raise CheckpointFormatError(
                 f"{path}: {key} has shape {list(value.shape)}, which does not split into {heads} heads of even size: "
                 "use the config.json that came with these weights"
@@ -166,8 +169,22 @@ class FullModelHFCheckpointer(CheckpointerBase):
         return fn(value, heads)
 
     # ------------------------------------------------------------------ saving
+    def save_checkpoint(self, state_dict: dict[str, Any], epoch: int, **kwargs: Any) -> Path:
+        # With tied embeddings, a LoRA on the output projection makes the merged lm_head differ from the
+        # embedding: then the merged model is saved untied (lm_head written, config says so), which is what
+        # the adapter loaded by peft onto the tied model computes.
+        model = state_dict.get("model") or {}
+        self._untie = self.shape.tie_word_embeddings and "output.lora_a.weight" in model and not kwargs.get("adapter_only")
+        return super().save_checkpoint(state_dict, epoch, **kwargs)
+
+    def copy_support_files(self, stage: Path) -> list[str]:
+        copied = super().copy_support_files(stage)
+        if self._untie:
+            atomic_write_bytes(stage / "config.json", json.dumps({**self.config, "tie_word_embeddings": False}, indent=2).encode())
+        return copied
+
     def model_tensor_to_write(self, key: str, shape: tuple[int, ...], dtype: torch.dtype, produce) -> Optional[TensorToWrite]:
-        if key == "output.weight" and self.shape.tie_word_embeddings:
+        if key == "output.weight" and self.shape.tie_word_embeddings and not self._untie:
             return None  # HF ties lm_head to embed_tokens itself
         heads = rotary_heads(key, self.shape)
         if heads is None:

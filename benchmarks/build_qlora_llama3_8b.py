@@ -1,0 +1,88 @@
+"""Time and memory of QLoRA Llama-3.1-8B shapes on CPU (vocab 128256, GQA 32/8, feed-forward 14336, llama3 RoPE):
+cold build from a checkpoint, NF4 cache, warm build, merged save; the phases of build_qlora_7b.py.
+
+    python benchmarks/build_qlora_llama3_8b.py --checkpoint-dir /tmp/llama3_8b_random --save-dir /tmp/llama3_8b_save
+
+No hub downloads: when `--checkpoint-dir` holds no weights, random bf16 weights of Llama-3.1-8B's shapes are
+written there once with a Llama-3.1 config.json (16 GB; delete it when done). The model is built by
+`from_pretrained_config` from that folder, as `--config hf/qlora` does: LoRA on q_proj, v_proj,
+output_proj and the MLP, rank 8, bf16. `--train-seq-len N` adds a forward+backward and training steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+from pathlib import Path
+
+import torch
+
+from build_qlora_7b import Phase, build_loaded, is_lora, model_bytes, train_phases, write_random_checkpoint
+from torchtune_lite.models import from_pretrained_config
+from torchtune_lite.models._hf_config import decoder_args_from_hf_config
+from torchtune_lite.modules.peft import get_adapter_params, set_trainable_params
+from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
+from torchtune_lite.training.nf4_cache import nf4_cache_path, save_nf4_cache
+from torchtune_lite.training.precision import get_dtype
+
+LLAMA3_1_8B_CONFIG = {
+    "architectures": ["LlamaForCausalLM"], "model_type": "llama", "torch_dtype": "bfloat16", "vocab_size": 128_256,
+    "hidden_size": 4096, "intermediate_size": 14336, "num_hidden_layers": 32, "num_attention_heads": 32,
+    "num_key_value_heads": 8, "max_position_embeddings": 131_072, "rms_norm_eps": 1e-5, "rope_theta": 500_000.0,
+    "rope_scaling": {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+                     "original_max_position_embeddings": 8192},
+    "tie_word_embeddings": False, "bos_token_id": 128000, "eos_token_id": [128001, 128008, 128009],
+}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoint-dir", required=True, help="HF checkpoint folder; random weights are written there if empty")
+    parser.add_argument("--cache-dir", default=None, help="NF4 cache folder (default: <checkpoint-dir>/nf4_cache)")
+    parser.add_argument("--save-dir", default=None, help="also time a merged HF checkpoint save into this folder")
+    parser.add_argument("--train-seq-len", type=int, default=0, help="0 skips the forward/backward and train steps")
+    parser.add_argument("--max-seq-len", type=int, default=8192, help="the model's max_seq_len (RoPE table), as the configs set it")
+    parser.add_argument("--dtype", default="bf16", help="bf16, fp32 or auto")
+    args = parser.parse_args()
+
+    dtype = get_dtype(args.dtype, torch.device("cpu"))
+    torch.set_default_dtype(dtype)
+    ckpt_dir = Path(args.checkpoint_dir)
+    if not (ckpt_dir / "config.json").is_file():
+        decoder = decoder_args_from_hf_config(LLAMA3_1_8B_CONFIG)
+        shape = dict(vocab_size=decoder.vocab_size, embed_dim=decoder.embed_dim, intermediate_dim=decoder.intermediate_dim,
+                     num_layers=decoder.num_layers, num_heads=decoder.num_heads, num_kv_heads=decoder.num_kv_heads)
+        with Phase(f"writing random bf16 checkpoint to {ckpt_dir}"):
+            write_random_checkpoint(ckpt_dir, shape, LLAMA3_1_8B_CONFIG)
+    build = functools.partial(from_pretrained_config, ckpt_dir, ["q_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True,
+                              lora_rank=8, lora_alpha=16, quantize_base=True, max_seq_len=args.max_seq_len)
+    print(f"qlora Llama-3.1-8B shapes from config.json, {dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+    checkpointer = FullModelHFCheckpointer(ckpt_dir, output_dir=args.save_dir or ckpt_dir / "out")
+    cache = nf4_cache_path(Path(args.cache_dir or ckpt_dir / "nf4_cache"), checkpointer.files,
+                           {"model": "llama3_1_8b_qlora", "dtype": str(dtype)})
+    cache.unlink(missing_ok=True)
+    with Phase("cold build (meta build + stream checkpoint + quantize to NF4)"):
+        model, _ = build_loaded(build, checkpointer, None)
+    with Phase("writing the NF4 cache"):
+        save_nf4_cache(cache, {k: v for k, v in model.named_parameters() if not is_lora(k)})
+    print(f"  NF4 cache {cache}: {cache.stat().st_size / 2**30:.2f} GiB")
+    del model
+    with Phase("warm build (meta build + NF4 cache)"):
+        model, hit = build_loaded(build, checkpointer, cache)
+    assert hit
+    print(f"  model holds {model_bytes(model) / 2**30:.2f} GiB")
+
+    set_trainable_params(model, get_adapter_params(model))
+    if args.train_seq_len:
+        train_phases(model, {"vocab_size": LLAMA3_1_8B_CONFIG["vocab_size"]}, args.train_seq_len)
+    if args.save_dir:
+        state = {name: p.detach() for name, p in model.named_parameters()}
+        with Phase("save (merged HF shards + PEFT adapter, streamed)") as phase:
+            path = checkpointer.save_checkpoint({"model": state, "adapter_config": {"r": 8, "lora_alpha": 16}}, epoch=0)
+        written = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+        print(f"  wrote {written / 2**30:.2f} GiB to {path} ({written / 2**30 / phase.seconds:.2f} GiB/s)")
+
+
+if __name__ == "__main__":
+    main()

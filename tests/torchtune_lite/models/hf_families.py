@@ -1,0 +1,78 @@
+"""Tiny random Hugging Face checkpoints of each supported family, with the features that set it apart.
+
+Built locally with transformers (no download): Llama-3 with llama3 RoPE scaling and tied embeddings,
+Qwen2 with q/k/v biases and tied embeddings, Qwen3 with per-head q/k norms and a head_dim that is not
+hidden/heads, Mistral with GQA and theta 1e6. Norms and biases are randomized, since their initial
+values (ones, zeros) would hide a mix-up such as a missed permutation.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import transformers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+VOCAB = 160
+CORPUS = Path(__file__).resolve().parents[3] / "torchtune_lite" / "assets" / "tiny" / "corpus.txt"
+_SIZES = dict(vocab_size=VOCAB, hidden_size=64, intermediate_size=96, num_hidden_layers=2, num_attention_heads=4,
+              num_key_value_heads=2, max_position_embeddings=128, rms_norm_eps=1e-6)
+
+
+def _llama3() -> transformers.PretrainedConfig:
+    # original_max_position_embeddings=16 puts the head's wavelengths in all three llama3 bands
+    scaling = {"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
+               "original_max_position_embeddings": 16}
+    return transformers.LlamaConfig(**_SIZES, tie_word_embeddings=True,
+                                    rope_parameters={**scaling, "rope_theta": 500_000.0})
+
+
+def _qwen2() -> transformers.PretrainedConfig:
+    return transformers.Qwen2Config(**_SIZES, tie_word_embeddings=True, rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+
+
+def _qwen3() -> transformers.PretrainedConfig:
+    return transformers.Qwen3Config(**_SIZES, head_dim=32, tie_word_embeddings=False,
+                                    rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+
+
+def _mistral() -> transformers.PretrainedConfig:
+    return transformers.MistralConfig(**_SIZES, sliding_window=None, rope_parameters={"rope_type": "default", "rope_theta": 1e6})
+
+
+FAMILIES = {"llama3": _llama3, "qwen2": _qwen2, "qwen3": _qwen3, "mistral": _mistral}
+
+
+def tiny_hf_model(family: str, seed: int = 0) -> transformers.PreTrainedModel:
+    config = FAMILIES[family]()
+    config._attn_implementation = "eager"
+    torch.manual_seed(seed)
+    model = transformers.AutoModelForCausalLM.from_config(config, attn_implementation="eager").eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "norm" in name or name.endswith(".bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
+def save_tiny_hf(family: str, path: Path) -> tuple[transformers.PreTrainedModel, Path]:
+    model = tiny_hf_model(family)
+    model.save_pretrained(path)
+    return model, path
+
+
+def hf_logits(model: torch.nn.Module, tokens: torch.Tensor) -> torch.Tensor:
+    with torch.no_grad():
+        return model(tokens).logits
+
+
+def train_byte_level_bpe(specials: list[str], vocab_size: int = 600) -> Tokenizer:
+    """A byte-level BPE (the kind Llama-3, Qwen and Mistral ship as tokenizer.json) trained on the bundled corpus."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=specials,
+                                  initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False)
+    tok.train([str(CORPUS)], trainer)
+    return tok
