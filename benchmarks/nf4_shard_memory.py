@@ -5,8 +5,10 @@
 Writes a random Llama-2 of the given shape once (bf16 safetensors, cached under --workdir), then runs the real
 `tune run --nproc_per_node N lora_finetune_distributed` for 2 steps (batch 1 per rank, 64 tokens, LoRA on
 every linear, so every linear's base is NF4) and prints each rank's peak RSS beside the NF4 base's size and
-its 1/N share. `--src` puts another checkout first on PYTHONPATH (e.g. the code before a change) to compare.
-Rank 0 also holds the whole gathered model while it saves at the end; ranks 1..N-1 show the training peak.
+its 1/N share. `--src` puts another copy of the library first on PYTHONPATH (e.g. this checkout with one change
+reverted) to compare; `tune` still runs the installed recipes, so the copy must fit them. Peak RSS also counts
+the checkpoint pages each rank reads (every rank streams the whole file), so it varies by ~0.1 GiB between runs:
+compare means over ranks and runs. Rank 0 also holds the whole gathered model while it saves at the end.
 """
 
 from __future__ import annotations
