@@ -4,12 +4,12 @@
 
 * Grouped-query k/v heads are expanded to one per query head here. torch's CPU flash kernel takes
   `enable_gqa`, but no other kernel does; expanded inputs reach every kernel (and k/v are small).
-* On CPU, when one layer's score matrix [b, h, s, kv] is small (short sequences: up to about 512
-  tokens at batch 4 and 8 heads), the four matmuls of attention run as whole batched GEMMs in the
+* On CPU in bf16/fp16, when one layer's score matrix [b, h, s, kv] is small (short sequences: up to
+  about 512 tokens at batch 4 and 8 heads), the matmuls of attention run as whole batched GEMMs in the
   compute dtype (`_MatmulAttention`), which is faster than torch's flash kernel for CPU at these sizes
   (its backward especially). It keeps only the probabilities, in the compute dtype, for backward, like
   the math reference.
-* Longer sequences, dropout and other devices go to `F.scaled_dot_product_attention`, whose flash
+* fp32, longer sequences, dropout and other devices go to `F.scaled_dot_product_attention`, whose flash
   kernels never hold the [b, h, s, kv] scores (on CPU: causal, bool and float masks, fp32 and bf16).
 """
 
@@ -18,8 +18,10 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-# One layer's fp32 score matrix up to this size takes the batched-matmul path on CPU.
+# One layer's fp32 score matrix up to this size takes the batched-matmul path on CPU, in these dtypes.
+# fp32 stays on the flash kernel: there the batched path measured 0.5-0.8x its speed (benchmarks/attention.py).
 MATMUL_SCORES_MAX_BYTES = 32 * 2**20
+MATMUL_DTYPES = (torch.bfloat16, torch.float16)
 
 
 def attention(
@@ -52,9 +54,10 @@ def attention(
 
 
 def use_matmul_attention(q: torch.Tensor, k: torch.Tensor, dropout_p: float) -> bool:
-    """True where `_MatmulAttention` is the faster kernel: CPU, no dropout, small score matrix."""
+    """True where `_MatmulAttention` is the faster kernel: CPU, 16-bit, no dropout, small score matrix."""
     b, h, s, _ = q.shape
-    return q.device.type == "cpu" and dropout_p == 0.0 and b * h * s * k.size(2) * 4 <= MATMUL_SCORES_MAX_BYTES
+    small = b * h * s * k.size(2) * 4 <= MATMUL_SCORES_MAX_BYTES
+    return q.device.type == "cpu" and q.dtype in MATMUL_DTYPES and dropout_p == 0.0 and small
 
 
 class _MatmulAttention(torch.autograd.Function):

@@ -19,6 +19,7 @@ B, H, S, D = 2, 4, 12, 8
 @pytest.fixture(params=["matmul", "flash"])
 def path(request, monkeypatch):
     monkeypatch.setattr(sdpa, "MATMUL_SCORES_MAX_BYTES", 2**30 if request.param == "matmul" else 0)
+    monkeypatch.setattr(sdpa, "MATMUL_DTYPES", (torch.bfloat16, torch.float32))  # fp32 checks it tightly
     return request.param
 
 
@@ -84,6 +85,7 @@ def test_bf16_is_close_to_fp32_reference(path, case):
 
 def test_rows_with_no_allowed_key_give_zeros_on_the_matmul_path(monkeypatch):
     monkeypatch.setattr(sdpa, "MATMUL_SCORES_MAX_BYTES", 2**30)
+    monkeypatch.setattr(sdpa, "MATMUL_DTYPES", (torch.float32,))
     q, k, v = _inputs(torch.float32)
     mask = _packed_mask()
     mask[:, :, 3] = False
@@ -132,6 +134,7 @@ def _saved_scores(fn, numel):
 
 def test_matmul_path_saves_no_more_scores_than_the_math_reference(monkeypatch):
     monkeypatch.setattr(sdpa, "MATMUL_SCORES_MAX_BYTES", 2**30)
+    monkeypatch.setattr(sdpa, "MATMUL_DTYPES", (torch.float32,))
     q, k, v = _inputs(torch.float32, kv_heads=2)
     mask = _packed_mask()
     ours = _saved_scores(lambda: attention(q, k, v, mask=mask), B * H * S * S)
@@ -141,8 +144,9 @@ def test_matmul_path_saves_no_more_scores_than_the_math_reference(monkeypatch):
 
 
 def test_kernel_choice():
-    q = torch.empty(4, 8, 256, 64)
+    q = torch.empty(4, 8, 256, 64, dtype=torch.bfloat16)
     assert sdpa.use_matmul_attention(q, q, dropout_p=0.0)
     assert not sdpa.use_matmul_attention(q, q, dropout_p=0.1)  # dropout: torch's kernels
-    long = torch.empty(4, 8, 4096, 64, device="meta")
+    assert not sdpa.use_matmul_attention(q.float(), q.float(), dropout_p=0.0)  # fp32: the flash kernel
+    long = torch.empty(4, 8, 4096, 64, dtype=torch.bfloat16)
     assert not sdpa.use_matmul_attention(long, long, dropout_p=0.0)
