@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -73,6 +74,16 @@ def run_tune(*args: str, check: bool = True, timeout: int = 300) -> subprocess.C
     if check and proc.returncode != 0:
         raise AssertionError(f"tune {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc
+
+
+# A phase's one line when stderr is not a terminal: `Loading weights: 205k weights in 0.4 s`.
+PHASE_LINE = re.compile(r"^[A-Z][\w ]*: \S+ [\w]* ?in \d+\.\d s( \(.*\))?$")
+
+
+def error_lines(stderr: str) -> list[str]:
+    """stderr without progress (tqdm bars, or the line per finished phase): what a user reads when a run stops."""
+    return [line for line in stderr.splitlines()
+            if line.strip() and "it/s]" not in line and "s/it]" not in line and not PHASE_LINE.match(line)]
 
 
 def read_losses(output_dir: Path) -> list[float]:

@@ -9,7 +9,7 @@ import re
 import pytest
 import torch
 
-from tests.recipes.conftest import TINY, run_tune, tiny_overrides
+from tests.recipes.conftest import TINY, error_lines, run_tune, tiny_overrides
 from torchtune_lite import config
 from torchtune_lite.data import padded_collate_sft
 from torchtune_lite.generation import Completion, complete
@@ -92,5 +92,6 @@ def test_bad_input_is_one_error_line(lora_run, overrides, message):
     overrides = [o.format(adapter=lora_run / "adapter") for o in overrides]
     proc = run_tune("run", "generate", "--config", "generation", *overrides, check=False)
     assert proc.returncode != 0
-    assert proc.stderr.startswith("error: ") and proc.stderr.count("\n") == 1, proc.stderr
-    assert message in proc.stderr
+    lines = error_lines(proc.stderr)
+    assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
+    assert message in lines[0]

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import io
 import os
-import re
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -21,10 +20,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tests.recipes.conftest import hf_checkpoint, read_losses, tiny_overrides  # noqa: F401 (a fixture; re-exports)
+from tests.recipes.conftest import error_lines, hf_checkpoint, read_losses, tiny_overrides  # noqa: F401 (a fixture; re-exports)
 
 REPO = Path(__file__).resolve().parents[2]
-PHASE_LINE = re.compile(r"^[A-Z][\w ]*: \S+ [\w]* ?in \d+\.\d s( \(.*\))?$")  # `Loading weights: 205k weights in 0.4 s`
 
 
 @dataclass
@@ -37,8 +35,7 @@ class TuneResult:
     def error_lines(self) -> list[str]:
         """stderr without progress (bars, or the one line per finished phase a run without a terminal prints):
         what the user reads when a run stops."""
-        return [line for line in self.stderr.splitlines()
-                if line.strip() and "it/s]" not in line and "s/it]" not in line and not PHASE_LINE.match(line)]
+        return error_lines(self.stderr)
 
 
 def tune(*args) -> TuneResult:
