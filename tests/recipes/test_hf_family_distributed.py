@@ -32,8 +32,9 @@ def save_random_qwen2(path: Path) -> Path:
 
 
 def _args(base: Path, out: Path, batch_size: int) -> list[str]:
-    shape_keys = ("vocab_size", "num_layers", "num_heads", "num_kv_heads", "embed_dim", "intermediate_dim", "max_seq_len")
-    model = ["model=torchtune_lite.models.from_pretrained_config", *(f"~model.{k}" for k in shape_keys),
+    # The swap drops tiny/qlora's shape keys that from_pretrained_config does not take; max_seq_len it takes,
+    # so it is dropped by hand (the folder's config.json gives it).
+    model = ["model=torchtune_lite.models.from_pretrained_config", "~model.max_seq_len",
              f"model.checkpoint_dir={base}",
              "model.lora_attn_modules=[q_proj,k_proj,v_proj,output_proj]", "model.apply_lora_to_mlp=True",
              "model.lora_rank=16", "model.lora_alpha=32", "model.quantize_base=True"]

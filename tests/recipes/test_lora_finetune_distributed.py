@@ -59,9 +59,12 @@ def val_losses(output_dir: Path) -> list[tuple[int, float]]:
 
 
 def assert_close_lists(actual: list[float], expected: list[float]) -> None:
+    # 1e-5 relative: one device takes the fused output+loss kernel, FSDP-sharded ranks the chunked loss
+    # (and the CPU's kernels differ by ISA), so fp32 sums run in other orders; the first step agrees to
+    # 1e-6 and 12 steps at lr 1e-2 drift to about 2e-6 relative.
     assert len(actual) == len(expected), (actual, expected)
     for a, e in zip(actual, expected):
-        assert a == pytest.approx(e, abs=1e-5), (actual, expected)
+        assert a == pytest.approx(e, rel=1e-5), (actual, expected)
 
 
 def test_two_ranks_match_one_device_step_by_step_and_in_the_checkpoint(runs):

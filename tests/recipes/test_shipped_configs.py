@@ -2,9 +2,11 @@
 
 The tiny configs run in full through the real CLI, changed only in `max_steps_per_epoch` and
 `output_dir` (generation after training stays on, the distributed recipe runs on 2 gloo ranks). The
-Llama-2 7B/13B/70B configs need weights and data that are not here: they go through `tune validate`
-with their paths pointed at the bundled tiny files, and their model is built on the meta device and
-checked against the published parameter counts.
+configs of real models need weights and data that are not here: they go through `tune validate` with
+their paths pointed at bundled or locally built files (the Llama-2 ones at the bundled tiny base, the
+others at a tiny Hugging Face folder with its own tokenizer.json and chat template), and their model is
+built on the meta device: Llama-2's checked against the published parameter counts (the other families'
+builders are checked against theirs in tests/torchtune_lite/models/test_family_builders.py).
 """
 
 from __future__ import annotations
@@ -15,7 +17,11 @@ from pathlib import Path
 import pytest
 import torch
 
+import transformers
+
 from tests.recipes.conftest import ASSETS, run_tune
+from tests.recipes.test_hf_folder_finetune import CHATML
+from tests.torchtune_lite.models.hf_families import train_byte_level_bpe
 from tests.reliability.conftest import tune
 from torchtune_lite import config
 from torchtune_lite.cli._catalog import RECIPES
@@ -23,8 +29,8 @@ from torchtune_lite.config import list_configs
 
 TRAINING_RECIPES = {"lora_finetune_single_device", "lora_finetune_distributed", "full_finetune_single_device"}
 SERVED = [(r.name, c) for r in RECIPES for c in r.configs]
-TINY = [(r, c) for r, c in SERVED if not c.startswith("llama2/")]
-LARGE = [(r, c) for r, c in SERVED if c.startswith("llama2/")]
+TINY = [(r, c) for r, c in SERVED if c.startswith("tiny/") or r in ("generate", "eval")]
+LARGE = [(r, c) for r, c in SERVED if (r, c) not in TINY]
 # Parameters of the published Llama-2 checkpoints (base weights; LoRA adapters come on top).
 BASE_PARAMETERS = {"7B": 6_738_415_616, "13B": 13_015_864_320, "70B": 68_976_648_192}
 
@@ -65,28 +71,44 @@ def test_tiny_config_runs_as_shipped(recipe, config_name, tmp_path):
             assert proc.stdout.count("Generation: ") == 1  # rank 0 prints, the other ranks only take part
 
 
-def _large_overrides(tmp_path: Path) -> list[str]:
-    """Paths that exist here in place of the 7B/13B/70B configs' downloads; everything else as shipped."""
-    return [
-        f"output_dir={tmp_path / 'out'}",
-        f"tokenizer.path={ASSETS / 'tokenizer.model'}",
-        f"checkpointer.checkpoint_dir={ASSETS / 'base'}",
-        f"dataset.data_files={ASSETS / 'instruct_train.json'}",
-    ]
+@pytest.fixture(scope="module")
+def hf_folder(tmp_path_factory) -> Path:
+    """A tiny Qwen2 checkpoint folder as the Hub ships one: weights, config.json, tokenizer.json, chat template."""
+    path = tmp_path_factory.mktemp("hf_folder")
+    tok = train_byte_level_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], vocab_size=512)
+    tok.save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
+         "chat_template": CHATML}))
+    torch.manual_seed(0)
+    config_ = transformers.Qwen2Config(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
+    transformers.Qwen2ForCausalLM(config_).save_pretrained(path)
+    return path
+
+
+def _large_overrides(config_name: str, tmp_path: Path, hf_folder: Path) -> list[str]:
+    """Paths that exist here in place of the config's downloads; everything else as shipped."""
+    paths = [f"output_dir={tmp_path / 'out'}", f"dataset.data_files={ASSETS / 'instruct_train.json'}"]
+    if config_name.startswith("llama2/"):
+        return paths + [f"tokenizer.path={ASSETS / 'tokenizer.model'}", f"checkpointer.checkpoint_dir={ASSETS / 'base'}"]
+    return paths + [f"checkpointer.checkpoint_dir={hf_folder}"]  # tokenizer and chat template come from the folder
 
 
 @pytest.mark.parametrize("recipe, config_name", LARGE, ids=[f"{r}-{c}" for r, c in LARGE])
-def test_large_config_validates_and_builds_on_meta(recipe, config_name, tmp_path):
-    proc = tune("validate", config_name, "--recipe", recipe, *_large_overrides(tmp_path))
+def test_large_config_validates_and_builds_on_meta(recipe, config_name, tmp_path, hf_folder):
+    overrides = _large_overrides(config_name, tmp_path, hf_folder)
+    proc = tune("validate", config_name, "--recipe", recipe, *overrides)
     assert proc.returncode == 0 and proc.stdout.strip() == "Config is well-formed!", proc.stderr
     assert not (tmp_path / "out").exists()  # validating writes nothing
 
-    cfg = config.load_config(config_name, _large_overrides(tmp_path))
+    cfg = config.load_config(config_name, overrides)
     with torch.device("meta"):
         model = config.instantiate(cfg.model)
-    base = sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)
-    assert base == BASE_PARAMETERS[config_name.split("/")[1].split("_")[0]]
     assert any("lora_" in name for name, _ in model.named_parameters())
+    if config_name.startswith("llama2/"):
+        base = sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)
+        assert base == BASE_PARAMETERS[config_name.split("/")[1].split("_")[0]]
 
 
 @pytest.mark.parametrize("config_name", ["llama2/7B_qlora", "llama2/70B_lora"])
