@@ -18,7 +18,9 @@ def test_cpu_stats_are_the_process_rss_in_gib():
 
 def test_peak_moves_past_the_old_peak():
     stats = get_memory_stats(CPU)
-    extra = int((stats["rss_peak"] - stats["rss_current"]) * GIB) + 48 * 1024**2
+    # 512 MiB past the gap: after many tests the heap holds freed pages that are resident already and a
+    # new block may reuse them, so a small margin can stay under the old peak.
+    extra = int((stats["rss_peak"] - stats["rss_current"]) * GIB) + 512 * 1024**2
     block = torch.ones(extra // 4)  # written, so resident: the process must exceed its old peak
     assert get_memory_stats(CPU)["rss_peak"] > stats["rss_peak"]
     del block
