@@ -19,9 +19,8 @@ CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ me
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
 
 
-@pytest.fixture(scope="module")
-def qwen_folder(tmp_path_factory) -> Path:
-    path = tmp_path_factory.mktemp("qwen2_folder")
+def save_qwen_folder(path: Path) -> Path:
+    """A tiny random Qwen2 folder as the Hub ships one: weights, config.json, tokenizer.json, chat template, two EOS ids."""
     tok = train_byte_level_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], vocab_size=512)
     tok.save(str(path / "tokenizer.json"))
     (path / "tokenizer_config.json").write_text(json.dumps(
@@ -33,6 +32,12 @@ def qwen_folder(tmp_path_factory) -> Path:
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                                       tie_word_embeddings=True)
     transformers.Qwen2ForCausalLM(config).save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def qwen_folder(tmp_path_factory) -> Path:
+    path = save_qwen_folder(tmp_path_factory.mktemp("qwen2_folder"))
     return path
 
 

@@ -17,11 +17,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import transformers
-
 from tests.recipes.conftest import ASSETS, run_tune
-from tests.recipes.test_hf_folder_finetune import CHATML
-from tests.torchtune_lite.models.hf_families import train_byte_level_bpe
+from tests.recipes.test_hf_folder_finetune import save_qwen_folder
 from tests.reliability.conftest import tune
 from torchtune_lite import config
 from torchtune_lite.cli._catalog import RECIPES
@@ -74,17 +71,7 @@ def test_tiny_config_runs_as_shipped(recipe, config_name, tmp_path):
 @pytest.fixture(scope="module")
 def hf_folder(tmp_path_factory) -> Path:
     """A tiny Qwen2 checkpoint folder as the Hub ships one: weights, config.json, tokenizer.json, chat template."""
-    path = tmp_path_factory.mktemp("hf_folder")
-    tok = train_byte_level_bpe(["<|endoftext|>", "<|im_start|>", "<|im_end|>"], vocab_size=512)
-    tok.save(str(path / "tokenizer.json"))
-    (path / "tokenizer_config.json").write_text(json.dumps(
-        {"tokenizer_class": "PreTrainedTokenizerFast", "eos_token": "<|im_end|>", "pad_token": "<|endoftext|>",
-         "chat_template": CHATML}))
-    torch.manual_seed(0)
-    config_ = transformers.Qwen2Config(vocab_size=512, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256)
-    transformers.Qwen2ForCausalLM(config_).save_pretrained(path)
-    return path
+    return save_qwen_folder(tmp_path_factory.mktemp("hf_folder"))
 
 
 def _large_overrides(config_name: str, tmp_path: Path, hf_folder: Path) -> list[str]:
