@@ -349,6 +349,11 @@ def extension() -> Optional[ModuleType]:
         return _state["module"]
 
 
+def is_loaded() -> bool:
+    """Whether this process has the compiled module already (built or loaded from the cache)."""
+    return _state.get("module") is not None
+
+
 def _isa_flags() -> list[str]:
     """Compiler flags for the vector units torch itself detected on this CPU (none off x86).
 

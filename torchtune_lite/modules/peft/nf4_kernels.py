@@ -203,11 +203,19 @@ def quantize_nf4(weight: torch.Tensor, block_size: int = 64, scaler_block_size: 
     return _nf4_tensor(weight, block_size, scaler_block_size, fields)
 
 
+# Building the kernels costs about a minute once per environment (2 cores); only a weight this large
+# starts the build, since a model of small weights alone (the tiny demo) never repays it.
+BUILD_FROM_NUMEL = 2**20
+
+
 def _fused_kernels(t: torch.Tensor) -> Optional[ModuleType]:
-    """The C++ kernels when they suit ``t`` (a CPU tensor of any size: one fused pass beats the torch
-    path's several ops even on small weights) and can be built, else None. Not inside torch.compile:
-    the traced graph keeps the torch ops, which inductor fuses (an extension call would break the graph)."""
+    """The C++ kernels when they suit ``t`` and can be built, else None. Once built (or loaded from the
+    build cache), they serve CPU tensors of any size: one fused pass beats the torch path's several ops
+    even on small weights. Not inside torch.compile: the traced graph keeps the torch ops, which
+    inductor fuses (an extension call would break the graph)."""
     if t.device.type != "cpu" or torch.compiler.is_compiling():
+        return None
+    if t.numel() < BUILD_FROM_NUMEL and not _nf4_cpp.is_loaded():
         return None
     return _nf4_cpp.extension()
 
