@@ -211,11 +211,16 @@ def main() -> None:
         train_phases(model, shape, args.train_seq_len, dtype, device)
 
     if args.save_dir:
-        state = {name: p.detach() for name, p in model.named_parameters()}
-        with Phase("save (merged HF shards + PEFT adapter, streamed)") as phase:
-            path = checkpointer.save_checkpoint({"model": state, "adapter_config": {"r": 8, "lora_alpha": 16}}, epoch=0)
-        written = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        print(f"  wrote {written / 2**30:.2f} GiB to {path} ({written / 2**30 / phase.seconds:.2f} GiB/s)")
+        save_phase(model, checkpointer)
+
+
+def save_phase(model: torch.nn.Module, checkpointer) -> None:
+    """Times a merged HF checkpoint save (rank-8, alpha-16 adapter) and prints how much was written, how fast."""
+    state = {name: p.detach() for name, p in model.named_parameters()}
+    with Phase("save (merged HF shards + PEFT adapter, streamed)") as phase:
+        path = checkpointer.save_checkpoint({"model": state, "adapter_config": {"r": 8, "lora_alpha": 16}}, epoch=0)
+    written = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
+    print(f"  wrote {written / 2**30:.2f} GiB to {path} ({written / 2**30 / phase.seconds:.2f} GiB/s)")
 
 
 def train_phases(model: torch.nn.Module, shape: dict, seq_len: int, dtype: torch.dtype, device: torch.device) -> None:

@@ -17,12 +17,14 @@ from pathlib import Path
 
 import torch
 
-from build_qlora_7b import Phase, build_loaded, is_lora, model_bytes, train_phases, write_random_checkpoint
+from machine_limit import device_description
+from build_qlora_7b import Phase, build_loaded, is_lora, model_bytes, save_phase, train_phases, write_random_checkpoint
 from torchtune_lite.models import from_pretrained_config
 from torchtune_lite.models._hf_config import decoder_args_from_hf_config
 from torchtune_lite.modules.peft import get_adapter_params, set_trainable_params
 from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
 from torchtune_lite.training.nf4_cache import nf4_cache_path, save_nf4_cache
+from torchtune_lite.training.device import get_device
 from torchtune_lite.training.precision import get_dtype
 
 LLAMA3_1_8B_CONFIG = {
@@ -43,45 +45,43 @@ def main() -> None:
     parser.add_argument("--train-seq-len", type=int, default=0, help="0 skips the forward/backward and train steps")
     parser.add_argument("--max-seq-len", type=int, default=8192, help="the model's max_seq_len (RoPE table), as the configs set it")
     parser.add_argument("--dtype", default="bf16", help="bf16, fp32 or auto")
+    parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
     args = parser.parse_args()
 
-    dtype = get_dtype(args.dtype, torch.device("cpu"))
+    device = get_device(args.device)
+    dtype = get_dtype(args.dtype, device)
     torch.set_default_dtype(dtype)
     ckpt_dir = Path(args.checkpoint_dir)
+    decoder = decoder_args_from_hf_config(LLAMA3_1_8B_CONFIG)
+    shape = dict(vocab_size=decoder.vocab_size, embed_dim=decoder.embed_dim, intermediate_dim=decoder.intermediate_dim,
+                 num_layers=decoder.num_layers, num_heads=decoder.num_heads, num_kv_heads=decoder.num_kv_heads)
     if not (ckpt_dir / "config.json").is_file():
-        decoder = decoder_args_from_hf_config(LLAMA3_1_8B_CONFIG)
-        shape = dict(vocab_size=decoder.vocab_size, embed_dim=decoder.embed_dim, intermediate_dim=decoder.intermediate_dim,
-                     num_layers=decoder.num_layers, num_heads=decoder.num_heads, num_kv_heads=decoder.num_kv_heads)
         with Phase(f"writing random bf16 checkpoint to {ckpt_dir}"):
             write_random_checkpoint(ckpt_dir, shape, LLAMA3_1_8B_CONFIG)
     build = functools.partial(from_pretrained_config, ckpt_dir, ["q_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True,
                               lora_rank=8, lora_alpha=16, quantize_base=True, max_seq_len=args.max_seq_len)
-    print(f"qlora Llama-3.1-8B shapes from config.json, {dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads")
+    print(f"qlora Llama-3.1-8B shapes from config.json, {dtype}, torch {torch.__version__}, {device_description(device)}")
 
     checkpointer = FullModelHFCheckpointer(ckpt_dir, output_dir=args.save_dir or ckpt_dir / "out")
     cache = nf4_cache_path(Path(args.cache_dir or ckpt_dir / "nf4_cache"), checkpointer.files,
                            {"model": "llama3_1_8b_qlora", "dtype": str(dtype)})
     cache.unlink(missing_ok=True)
     with Phase("cold build (meta build + stream checkpoint + quantize to NF4)"):
-        model, _ = build_loaded(build, checkpointer, None)
+        model, _ = build_loaded(build, checkpointer, None, device)
     with Phase("writing the NF4 cache"):
         save_nf4_cache(cache, {k: v for k, v in model.named_parameters() if not is_lora(k)})
     print(f"  NF4 cache {cache}: {cache.stat().st_size / 2**30:.2f} GiB")
     del model
     with Phase("warm build (meta build + NF4 cache)"):
-        model, hit = build_loaded(build, checkpointer, cache)
+        model, hit = build_loaded(build, checkpointer, cache, device)
     assert hit
     print(f"  model holds {model_bytes(model) / 2**30:.2f} GiB")
 
     set_trainable_params(model, get_adapter_params(model))
     if args.train_seq_len:
-        train_phases(model, {"vocab_size": LLAMA3_1_8B_CONFIG["vocab_size"]}, args.train_seq_len)
+        train_phases(model, shape, args.train_seq_len, dtype, device)
     if args.save_dir:
-        state = {name: p.detach() for name, p in model.named_parameters()}
-        with Phase("save (merged HF shards + PEFT adapter, streamed)") as phase:
-            path = checkpointer.save_checkpoint({"model": state, "adapter_config": {"r": 8, "lora_alpha": 16}}, epoch=0)
-        written = sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
-        print(f"  wrote {written / 2**30:.2f} GiB to {path} ({written / 2**30 / phase.seconds:.2f} GiB/s)")
+        save_phase(model, checkpointer)
 
 
 if __name__ == "__main__":
