@@ -10,24 +10,19 @@ matmul rate the attention is compared with.
 """
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 
+from machine_limit import best_seconds
 from torchtune_lite.modules import sdpa
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 
 
 def _best(fn, repeat: int) -> float:
-    fn()
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
+    fn()  # warm-up: first-call allocations and kernel selection
+    return best_seconds(fn, repeat)
 
 
 def packed_mask(b: int, s: int, docs: int = 4) -> torch.Tensor:

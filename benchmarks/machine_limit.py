@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import Optional
 from pathlib import Path
 
 import torch
@@ -57,19 +58,25 @@ class LlamaShape:
         return 6 * 2 * batch * self.num_heads * seq * seq * (self.embed_dim // self.num_heads) * self.num_layers
 
 
-def _gemm_seconds(m: int, k: int, n: int, dtype: torch.dtype, device: torch.device, repeat: int) -> float:
-    a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
-    a @ b
+def best_seconds(fn, repeat: int, device: Optional[torch.device] = None) -> float:
+    """The fastest of `repeat` timed calls of `fn` (waiting for a CUDA device's queue around each)."""
+    cuda = device is not None and device.type == "cuda"
     best = float("inf")
     for _ in range(repeat):
-        if device.type == "cuda":
+        if cuda:
             torch.cuda.synchronize(device)
         start = time.perf_counter()
-        a @ b
-        if device.type == "cuda":
+        fn()
+        if cuda:
             torch.cuda.synchronize(device)
         best = min(best, time.perf_counter() - start)
     return best
+
+
+def _gemm_seconds(m: int, k: int, n: int, dtype: torch.dtype, device: torch.device, repeat: int) -> float:
+    a, b = torch.randn(m, k, dtype=dtype, device=device), torch.randn(k, n, dtype=dtype, device=device)
+    a @ b
+    return best_seconds(lambda: a @ b, repeat, device)
 
 
 @dataclass

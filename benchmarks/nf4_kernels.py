@@ -7,11 +7,11 @@ dtype training would use here (`auto`: bf16 only where the CPU computes it nativ
 """
 
 import argparse
-import time
 
 import torch
 import torch.nn.functional as F
 
+from machine_limit import best_seconds
 from torchtune_lite._torchao import to_nf4
 from torchtune_lite.modules.peft.nf4 import dequantize_nf4, linear_nf4, quantize_nf4
 from torchtune_lite.training.precision import get_dtype
@@ -22,15 +22,6 @@ SHAPES = ((4096, 4096), (4096, 11008), (11008, 4096))
 FIELDS = ("quantized_data", "quantized_scalers", "quantization_factor", "scaler_mean")
 
 
-def _time(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        start = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - start)
-    return best
-
-
 def bench_kernels(repeat: int, dtype: torch.dtype) -> None:
     print(f"{'shape':>14} {'dtype':>9} {'op':>10} {'torchao ns/el':>14} {'ours ns/el':>11} {'speedup':>8} {'bit-identical':>14}")
     for shape in SHAPES:
@@ -38,12 +29,12 @@ def bench_kernels(repeat: int, dtype: torch.dtype) -> None:
         numel = w.numel()
         ref = to_nf4(w)
         ours = quantize_nf4(w)
-        t_ref = _time(lambda: to_nf4(w), repeat)
-        t_ours = _time(lambda: quantize_nf4(w), repeat)
+        t_ref = best_seconds(lambda: to_nf4(w), repeat)
+        t_ours = best_seconds(lambda: quantize_nf4(w), repeat)
         same = all(torch.equal(getattr(ref, f), getattr(ours, f)) for f in FIELDS)
         print(f"{str(shape):>14} {str(dtype)[6:]:>9} {'quantize':>10} {t_ref / numel * 1e9:14.2f} {t_ours / numel * 1e9:11.2f} {t_ref / t_ours:7.1f}x {str(same):>14}")
-        t_ref = _time(lambda: ref.get_original_weight(), repeat)
-        t_ours = _time(lambda: dequantize_nf4(ref), repeat)
+        t_ref = best_seconds(lambda: ref.get_original_weight(), repeat)
+        t_ours = best_seconds(lambda: dequantize_nf4(ref), repeat)
         same = torch.equal(ref.get_original_weight(), dequantize_nf4(ref))
         print(f"{str(shape):>14} {str(dtype)[6:]:>9} {'dequantize':>10} {t_ref / numel * 1e9:14.2f} {t_ours / numel * 1e9:11.2f} {t_ref / t_ours:7.1f}x {str(same):>14}")
 
@@ -58,8 +49,8 @@ def bench_linear(repeat: int, tokens: int, dtype: torch.dtype) -> None:
         x.grad = None
         fn(x).sum().backward()
 
-    t_dense = _time(lambda: run(lambda x: F.linear(x, w)), repeat)
-    t_nf4 = _time(lambda: run(lambda x: linear_nf4(x, w_nf4)), repeat)
+    t_dense = best_seconds(lambda: run(lambda x: F.linear(x, w)), repeat)
+    t_nf4 = best_seconds(lambda: run(lambda x: linear_nf4(x, w_nf4)), repeat)
     print(f"linear fwd+bwd {tokens} tokens, {out_dim}x{in_dim}, {str(dtype)[6:]}: F.linear {t_dense * 1e3:.1f} ms, "
           f"linear_nf4 {t_nf4 * 1e3:.1f} ms ({t_nf4 / t_dense:.2f}x)")
 
