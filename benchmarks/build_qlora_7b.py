@@ -195,6 +195,17 @@ def main() -> None:
     cache = nf4_cache_path(Path(args.cache_dir or ckpt_dir / "nf4_cache"), checkpointer.files, {"shape": shape, "dtype": str(dtype)})
     cache.unlink(missing_ok=True)
 
+    model = build_phases(build, checkpointer, cache, device)
+    if not args.skip_train:
+        train_phases(model, shape, args.train_seq_len, dtype, device)
+
+    if args.save_dir:
+        save_phase(model, checkpointer)
+
+
+def build_phases(build, checkpointer, cache: Path, device: torch.device) -> torch.nn.Module:
+    """Times a cold build, writing the NF4 cache at `cache`, and a warm build from it; returns the warm
+    model with only its adapters trainable."""
     with Phase("cold build (meta build + stream checkpoint + quantize to NF4)"):
         model, _ = build_loaded(build, checkpointer, None, device)
     with Phase("writing the NF4 cache"):
@@ -205,13 +216,8 @@ def main() -> None:
         model, hit = build_loaded(build, checkpointer, cache, device)
     assert hit
     print(f"  model holds {model_bytes(model) / 2**30:.2f} GiB")
-
     set_trainable_params(model, get_adapter_params(model))
-    if not args.skip_train:
-        train_phases(model, shape, args.train_seq_len, dtype, device)
-
-    if args.save_dir:
-        save_phase(model, checkpointer)
+    return model
 
 
 def save_phase(model: torch.nn.Module, checkpointer) -> None:

@@ -18,12 +18,11 @@ from pathlib import Path
 import torch
 
 from machine_limit import device_description
-from build_qlora_7b import Phase, build_loaded, is_lora, model_bytes, save_phase, train_phases, write_random_checkpoint
+from build_qlora_7b import Phase, build_phases, save_phase, train_phases, write_random_checkpoint
 from torchtune_lite.models import from_pretrained_config
 from torchtune_lite.models._hf_config import decoder_args_from_hf_config
-from torchtune_lite.modules.peft import get_adapter_params, set_trainable_params
 from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
-from torchtune_lite.training.nf4_cache import nf4_cache_path, save_nf4_cache
+from torchtune_lite.training.nf4_cache import nf4_cache_path
 from torchtune_lite.training.device import get_device
 from torchtune_lite.training.precision import get_dtype
 
@@ -66,18 +65,7 @@ def main() -> None:
     cache = nf4_cache_path(Path(args.cache_dir or ckpt_dir / "nf4_cache"), checkpointer.files,
                            {"model": "llama3_1_8b_qlora", "dtype": str(dtype)})
     cache.unlink(missing_ok=True)
-    with Phase("cold build (meta build + stream checkpoint + quantize to NF4)"):
-        model, _ = build_loaded(build, checkpointer, None, device)
-    with Phase("writing the NF4 cache"):
-        save_nf4_cache(cache, {k: v for k, v in model.named_parameters() if not is_lora(k)})
-    print(f"  NF4 cache {cache}: {cache.stat().st_size / 2**30:.2f} GiB")
-    del model
-    with Phase("warm build (meta build + NF4 cache)"):
-        model, hit = build_loaded(build, checkpointer, cache, device)
-    assert hit
-    print(f"  model holds {model_bytes(model) / 2**30:.2f} GiB")
-
-    set_trainable_params(model, get_adapter_params(model))
+    model = build_phases(build, checkpointer, cache, device)
     if args.train_seq_len:
         train_phases(model, shape, args.train_seq_len, dtype, device)
     if args.save_dir:
