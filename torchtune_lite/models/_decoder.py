@@ -1,8 +1,9 @@
-"""Assembles a Llama-style decoder of any family (Llama-2/3.x, Qwen2/2.5, Qwen3, Mistral) from `DecoderArgs`.
+"""Assembles a decoder of any family (Llama-2/3.x, Qwen2/2.5, Qwen3, Mistral, Gemma-2/3) from `DecoderArgs`.
 
 The families differ only in a few switches (q/k/v biases, per-head q/k RMSNorm, RoPE base and scaling,
-explicit head_dim, tied embeddings), so one assembly serves them all and the family builders stay
-one-liners. Every builder creates its parameters under the caller's default dtype and device; QLoRA
+explicit head_dim, tied embeddings; Gemma's GeGLU, (1 + w) norms, sandwich norms, scaled embeddings,
+soft-capping, sliding-window layers and local RoPE base), so one assembly serves them all and the family
+builders stay one-liners. Every Gemma switch is off by default. Every builder creates its parameters under the caller's default dtype and device; QLoRA
 builders quantize each LoRA'd linear as soon as it is created, so peak memory stays near the finished
 model plus one linear.
 """
@@ -15,15 +16,18 @@ from typing import Callable, Optional, Sequence
 
 from torch import nn
 
+import torch.nn.functional as F
+
 from torchtune_lite.modules import (
     FeedForward,
-    Llama3RopeScaling,
     MultiHeadAttention,
     RMSNorm,
     RotaryPositionalEmbeddings,
     TransformerDecoder,
     TransformerDecoderLayer,
 )
+from torchtune_lite.modules.feed_forward import gelu_tanh
+from torchtune_lite.modules.position_embeddings import RopeScaling
 from torchtune_lite.modules.peft import LORA_ATTN_MODULES, LoRALinear, register_reparametrize_state_dict_hook
 
 
@@ -34,6 +38,17 @@ class DecoderArgs:
     tie_word_embeddings: the checkpoint stores one [vocab, dim] matrix for both the embedding and the
         output projection. The model still holds `output` as its own linear (loaded from the embedding),
         so LoRA, NF4 and FSDP treat it like any other linear; the checkpointer writes one copy back.
+
+    Gemma switches (all off by default, so the other families build exactly as before):
+        hidden_activation: "silu" (SwiGLU) or "gelu_tanh" (GeGLU).
+        norm_unit_offset: every RMSNorm scales by (1 + weight), its weight starting at zero.
+        sandwich_norms: a second norm on the output of attention and of the MLP, before the residual add.
+        scale_embeddings: embeddings multiplied by sqrt(embed_dim).
+        query_pre_attn_scalar: attention scores scaled by its inverse square root instead of head_dim's.
+        attn_softcap, final_logit_softcap: `cap * tanh(x / cap)` on attention scores / output logits.
+        layer_types: per layer "sliding_attention" (sees `sliding_window` keys back) or "full_attention";
+            empty means every layer is full.
+        rope_local_base: RoPE base of the sliding layers (Gemma-3: 10k, unscaled); None shares the global one.
     """
 
     vocab_size: int
@@ -47,10 +62,20 @@ class DecoderArgs:
     attn_dropout: float = 0.0
     norm_eps: float = 1e-5
     rope_base: float = 10_000
-    rope_scaling: Optional[Llama3RopeScaling] = None
+    rope_scaling: Optional[RopeScaling] = None
     qkv_bias: bool = False
     qk_norm: bool = False
     tie_word_embeddings: bool = False
+    hidden_activation: str = "silu"
+    norm_unit_offset: bool = False
+    sandwich_norms: bool = False
+    scale_embeddings: bool = False
+    query_pre_attn_scalar: Optional[float] = None
+    attn_softcap: Optional[float] = None
+    final_logit_softcap: Optional[float] = None
+    sliding_window: Optional[int] = None
+    layer_types: tuple[str, ...] = ()
+    rope_local_base: Optional[float] = None
 
     def resolved_head_dim(self) -> int:
         if self.num_heads % self.num_kv_heads != 0:
@@ -60,6 +85,27 @@ class DecoderArgs:
         if self.embed_dim % self.num_heads != 0:
             raise ValueError(f"embed_dim={self.embed_dim} is not divisible by num_heads={self.num_heads}: adjust one of them")
         return self.embed_dim // self.num_heads
+
+    def is_sliding(self, layer: int) -> bool:
+        return bool(self.layer_types) and self.layer_types[layer] == "sliding_attention"
+
+    def check_layer_types(self) -> None:
+        if self.layer_types and len(self.layer_types) != self.num_layers:
+            raise ValueError(f"layer_types has {len(self.layer_types)} entries for {self.num_layers} layers: give one per layer")
+        unknown = sorted(set(self.layer_types) - set(LAYER_TYPES))
+        if unknown:
+            raise ValueError(f"layer_types {unknown} are not supported: use {list(LAYER_TYPES)}")
+        if "sliding_attention" in self.layer_types and not self.sliding_window:
+            raise ValueError("layer_types has sliding_attention layers but sliding_window is not set: set it")
+
+
+LAYER_TYPES = ("full_attention", "sliding_attention")
+ACTIVATIONS = {"silu": F.silu, "gelu_tanh": gelu_tanh}
+
+
+def alternating_layer_types(num_layers: int, every: int) -> tuple[str, ...]:
+    """Every `every`-th layer full, the others sliding (Gemma-2: every=2, Gemma-3: every=6), as HF numbers them."""
+    return tuple("full_attention" if (i + 1) % every == 0 else "sliding_attention" for i in range(num_layers))
 
 
 # make_linear(state_dict_name, in_dim, out_dim, bias) builds every projection.
@@ -73,11 +119,21 @@ def _plain_linear(name: str, in_dim: int, out_dim: int, bias: bool) -> nn.Module
 def build_decoder(args: DecoderArgs, make_linear: LinearFactory = _plain_linear) -> TransformerDecoder:
     """The decoder described by `args`, its linears built by `make_linear` (plain `nn.Linear` by default)."""
     head_dim = args.resolved_head_dim()
+    args.check_layer_types()
     dim, bias = args.embed_dim, args.qkv_bias
     rope = RotaryPositionalEmbeddings(head_dim, max_seq_len=args.max_seq_len, base=args.rope_base, scaling=args.rope_scaling)
+    local_rope = rope
+    if args.rope_local_base is not None:
+        local_rope = RotaryPositionalEmbeddings(head_dim, max_seq_len=args.max_seq_len, base=args.rope_local_base)
+    scale = None if args.query_pre_attn_scalar is None else args.query_pre_attn_scalar**-0.5
+
+    def norm(size: int) -> RMSNorm:
+        return RMSNorm(size, eps=args.norm_eps, unit_offset=args.norm_unit_offset)
+
     layers = nn.ModuleList()
     for i in range(args.num_layers):
         prefix = f"layers.{i}"
+        sliding = args.is_sliding(i)
         attn = MultiHeadAttention(
             embed_dim=dim,
             num_heads=args.num_heads,
@@ -87,31 +143,48 @@ def build_decoder(args: DecoderArgs, make_linear: LinearFactory = _plain_linear)
             k_proj=make_linear(f"{prefix}.attn.k_proj", dim, args.num_kv_heads * head_dim, bias),
             v_proj=make_linear(f"{prefix}.attn.v_proj", dim, args.num_kv_heads * head_dim, bias),
             output_proj=make_linear(f"{prefix}.attn.output_proj", args.num_heads * head_dim, dim, False),
-            pos_embeddings=rope,
+            pos_embeddings=local_rope if sliding else rope,
             max_seq_len=args.max_seq_len,
             attn_dropout=args.attn_dropout,
-            q_norm=RMSNorm(head_dim, eps=args.norm_eps) if args.qk_norm else None,
-            k_norm=RMSNorm(head_dim, eps=args.norm_eps) if args.qk_norm else None,
+            q_norm=norm(head_dim) if args.qk_norm else None,
+            k_norm=norm(head_dim) if args.qk_norm else None,
+            sliding_window=args.sliding_window if sliding else None,
+            scale=scale,
+            softcap=args.attn_softcap,
         )
         mlp = FeedForward(
             gate_proj=make_linear(f"{prefix}.mlp.w1", dim, args.intermediate_dim, False),
             down_proj=make_linear(f"{prefix}.mlp.w2", args.intermediate_dim, dim, False),
             up_proj=make_linear(f"{prefix}.mlp.w3", dim, args.intermediate_dim, False),
+            activation=_activation(args.hidden_activation),
         )
         layers.append(
             TransformerDecoderLayer(
-                attn=attn, mlp=mlp, sa_norm=RMSNorm(dim, eps=args.norm_eps), mlp_norm=RMSNorm(dim, eps=args.norm_eps)
+                attn=attn,
+                mlp=mlp,
+                sa_norm=norm(dim),
+                mlp_norm=norm(dim),
+                sa_post_norm=norm(dim) if args.sandwich_norms else None,
+                mlp_post_norm=norm(dim) if args.sandwich_norms else None,
             )
         )
     return TransformerDecoder(
         tok_embeddings=nn.Embedding(args.vocab_size, dim),
         layers=layers,
-        norm=RMSNorm(dim, eps=args.norm_eps),
+        norm=norm(dim),
         output=make_linear("output", dim, args.vocab_size, False),
         max_seq_len=args.max_seq_len,
         num_heads=args.num_heads,
         head_dim=head_dim,
+        embed_scale=dim**0.5 if args.scale_embeddings else None,
+        final_logit_softcap=args.final_logit_softcap,
     )
+
+
+def _activation(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"hidden_activation {name!r} is not supported: use one of {list(ACTIVATIONS)}")
+    return ACTIVATIONS[name]
 
 
 def check_lora_attn_modules(lora_attn_modules: Sequence[str]) -> None:

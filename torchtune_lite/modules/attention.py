@@ -24,7 +24,11 @@ class MultiHeadAttention(nn.Module):
         max_seq_len: longest sequence (and KV cache length).
         attn_dropout: dropout on attention probabilities while training.
         q_norm, k_norm: optional norms over each head's `head_dim`, applied to q and k before RoPE (Qwen3's
-            QK-norm); None (Llama) applies none.
+            and Gemma-3's QK-norm); None (Llama) applies none.
+        sliding_window: each query sees only the keys fewer than this many positions back (Gemma's local
+            layers); None sees every earlier key.
+        scale: multiplies q k^T; None is 1/sqrt(head_dim) (Gemma: 1/sqrt(query_pre_attn_scalar)).
+        softcap: scores become `softcap * tanh(scores / softcap)` (Gemma-2); None leaves them.
     """
 
     def __init__(
@@ -43,6 +47,9 @@ class MultiHeadAttention(nn.Module):
         attn_dropout: float = 0.0,
         q_norm: Optional[nn.Module] = None,
         k_norm: Optional[nn.Module] = None,
+        sliding_window: Optional[int] = None,
+        scale: Optional[float] = None,
+        softcap: Optional[float] = None,
     ) -> None:
         super().__init__()
         if num_heads % num_kv_heads != 0:
@@ -64,6 +71,9 @@ class MultiHeadAttention(nn.Module):
         self.pos_embeddings = pos_embeddings
         self.q_norm = q_norm
         self.k_norm = k_norm
+        self.sliding_window = sliding_window
+        self.scale = scale
+        self.softcap = softcap
         self.kv_cache: Optional[KVCache] = None
 
     def setup_cache(self, batch_size: int, dtype: torch.dtype) -> None:
@@ -115,11 +125,33 @@ class MultiHeadAttention(nn.Module):
                 mask = causal_mask_for_cache(input_pos, self.max_seq_len, batch_size=b)[:, None, :, :]
         elif mask is None:
             is_causal = True
+        if self.sliding_window is not None:
+            mask = self._restrict_to_window(mask, input_pos if self.kv_cache is not None else None, s, k.size(2), q.device)
+            is_causal = False
 
         out = attention(
-            q, k, v, mask=mask, is_causal=is_causal, dropout_p=self.attn_dropout if self.training else 0.0
+            q, k, v, mask=mask, is_causal=is_causal, dropout_p=self.attn_dropout if self.training else 0.0,
+            scale=self.scale, softcap=self.softcap,
         )
         return self.output_proj(out.transpose(1, 2).reshape(b, s, -1))
+
+    def _restrict_to_window(
+        self, mask: Optional[torch.Tensor], cache_pos: Optional[torch.Tensor], s: int, kv_len: int, device: torch.device
+    ) -> torch.Tensor:
+        """`mask` (None: causal) and-ed with the sliding window: key j is seen from query i only if i - j < window.
+
+        With a cache, i is the query's position (`cache_pos`: [s] or [b, s]) and j the cache slot (slot j
+        holds position j); without one, both are indices in the sequence, which for packed samples differ
+        from positions only by each sample's offset, the same for query and key.
+        """
+        kv_pos = torch.arange(kv_len, device=device)
+        query_pos = kv_pos[:s] if cache_pos is None else cache_pos.to(device)
+        band = (query_pos.unsqueeze(-1) - kv_pos) < self.sliding_window  # [s, kv] or [b, s, kv]
+        if band.dim() == 3:
+            band = band[:, None]  # [b, 1, s, kv]
+        if mask is None:
+            mask = torch.ones(s, kv_len, dtype=torch.bool, device=device).tril()
+        return mask & band
 
 
 def causal_mask_for_cache(input_pos: torch.Tensor, cache_len: int, batch_size: int) -> torch.Tensor:

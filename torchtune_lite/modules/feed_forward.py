@@ -1,25 +1,41 @@
-"""SwiGLU feed-forward block."""
+"""Gated feed-forward block: SwiGLU (Llama, Qwen, Mistral) or GeGLU with tanh-approximated GELU (Gemma)."""
+
+import functools
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 
+# Gemma's `gelu_pytorch_tanh`
+gelu_tanh = functools.partial(F.gelu, approximate="tanh")
+
+
 class FeedForward(nn.Module):
-    """`w2(silu(w1(x)) * w3(x))`. Any module mapping the right sizes works as a projection (e.g. `LoRALinear`).
+    """`w2(act(w1(x)) * w3(x))`. Any module mapping the right sizes works as a projection (e.g. `LoRALinear`).
 
     Args:
         gate_proj: `w1`, dim -> hidden.
         down_proj: `w2`, hidden -> dim.
         up_proj: `w3`, dim -> hidden.
+        activation: applied to the gate; `F.silu` (SwiGLU) or `gelu_tanh` (GeGLU).
     """
 
-    def __init__(self, *, gate_proj: nn.Module, down_proj: nn.Module, up_proj: nn.Module) -> None:
+    def __init__(
+        self,
+        *,
+        gate_proj: nn.Module,
+        down_proj: nn.Module,
+        up_proj: nn.Module,
+        activation: Callable[[torch.Tensor], torch.Tensor] = F.silu,
+    ) -> None:
         super().__init__()
         self.w1 = gate_proj
         self.w2 = down_proj
         self.w3 = up_proj
+        self.activation = activation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [b, s, dim] -> [b, s, dim]."""
-        return self.w2(F.silu(self.w1(x)) * self.w3(x))
+        return self.w2(self.activation(self.w1(x)) * self.w3(x))

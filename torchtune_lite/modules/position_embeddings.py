@@ -2,7 +2,7 @@
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import nn
@@ -33,6 +33,21 @@ class Llama3RopeScaling:
         return torch.where(long_wave, inv_freq / self.factor, torch.where(short_wave, inv_freq, blended))
 
 
+@dataclass(frozen=True)
+class LinearRopeScaling:
+    """Position interpolation (`rope_scaling` of type "linear"): every frequency slowed by `factor`
+    (Gemma-3 4B's global layers: 8)."""
+
+    factor: float
+
+    def scale(self, inv_freq: torch.Tensor) -> torch.Tensor:
+        """inv_freq: [dim/2] -> the scaled frequencies, same shape."""
+        return inv_freq / self.factor
+
+
+RopeScaling = Union[Llama3RopeScaling, LinearRopeScaling]
+
+
 class RotaryPositionalEmbeddings(nn.Module):
     """Rotates each pair `(x[2i], x[2i+1])` of a head by `position * base**(-2i/dim)`.
 
@@ -43,11 +58,11 @@ class RotaryPositionalEmbeddings(nn.Module):
         dim: head dimension (even).
         max_seq_len: longest position the table covers.
         base: the RoPE frequency base.
-        scaling: optional frequency scaling (Llama-3.1's); None keeps plain RoPE.
+        scaling: optional frequency scaling (Llama-3.1's, or linear); None keeps plain RoPE.
     """
 
     def __init__(
-        self, dim: int, max_seq_len: int = 4096, base: float = 10_000, scaling: Optional[Llama3RopeScaling] = None
+        self, dim: int, max_seq_len: int = 4096, base: float = 10_000, scaling: Optional[RopeScaling] = None
     ) -> None:
         super().__init__()
         if dim % 2 != 0:

@@ -11,6 +11,9 @@
   the math reference.
 * fp32, longer sequences, dropout and other devices go to `F.scaled_dot_product_attention`, whose flash
   kernels never hold the [b, h, s, kv] scores (on CPU: causal, bool and float masks, fp32 and bf16).
+* Soft-capped scores (Gemma-2's `cap * tanh(scores / cap)`) fit no fused kernel: they take the math path
+  (`softcapped_attention`), which holds the scores like Hugging Face's eager attention. Everything else
+  keeps the paths above.
 """
 
 from typing import Optional
@@ -32,16 +35,22 @@ def attention(
     mask: Optional[torch.Tensor] = None,
     is_causal: bool = False,
     dropout_p: float = 0.0,
+    scale: Optional[float] = None,
+    softcap: Optional[float] = None,
 ) -> torch.Tensor:
     """q: [b, h, s, d], k and v: [b, h_kv, kv, d] (h_kv divides h) -> [b, h, s, d] in q's dtype.
 
     mask: bool (True = may attend) or additive float, broadcastable to [b, h, s, kv]; is_causal: the
-    standard lower-triangular mask instead (with `mask` None).
+    standard lower-triangular mask instead (with `mask` None). scale: multiplies q k^T (default
+    1/sqrt(d); Gemma: 1/sqrt(query_pre_attn_scalar)). softcap: scores become `softcap * tanh(scores / softcap)`
+    before the mask.
     """
     k, v = k.to(q.dtype), v.to(q.dtype)
     if k.size(1) != q.size(1):
         groups = q.size(1) // k.size(1)
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
+    if softcap is not None:
+        return softcapped_attention(q, k, v, mask=mask, is_causal=is_causal, dropout_p=dropout_p, scale=scale, softcap=softcap)
     if use_matmul_attention(q, k, dropout_p):
         if is_causal:
             mask = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()  # top-left aligned, as torch's is_causal
@@ -49,8 +58,38 @@ def attention(
         empty_rows = mask is not None and mask.dtype == torch.bool and not is_causal
         if empty_rows and not torch.compiler.is_compiling():
             empty_rows = not bool(mask.any(-1).all())
-        return _MatmulAttention.apply(q, k, v, mask, empty_rows)
-    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal)
+        return _MatmulAttention.apply(q, k, v, mask, empty_rows, scale)
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale)
+
+
+def softcapped_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    *,
+    mask: Optional[torch.Tensor],
+    is_causal: bool,
+    dropout_p: float,
+    scale: Optional[float],
+    softcap: float,
+) -> torch.Tensor:
+    """The math path with soft-capped scores; q, k, v: [b, h, s|kv, d] with as many k/v heads as q heads.
+
+    The softmax runs in fp32 (as Hugging Face's eager Gemma attention does) and autograd keeps the scores.
+    """
+    scale = q.size(-1) ** -0.5 if scale is None else scale
+    scores = torch.matmul(q, k.transpose(-1, -2)) * scale  # [b, h, s, kv]
+    scores = torch.tanh(scores / softcap) * softcap
+    if is_causal:
+        mask = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()
+    if mask is not None and mask.dtype == torch.bool:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    elif mask is not None:
+        scores = scores + mask
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).nan_to_num(0.0).to(q.dtype)  # all-masked rows -> 0
+    if dropout_p > 0.0:
+        probs = F.dropout(probs, p=dropout_p)
+    return torch.matmul(probs, v)
 
 
 def use_matmul_attention(q: torch.Tensor, k: torch.Tensor, dropout_p: float) -> bool:
@@ -71,8 +110,8 @@ class _MatmulAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, empty_rows: bool):  # type: ignore[override]
-        scale = q.size(-1) ** -0.5
+    def forward(ctx, q, k, v, mask, empty_rows: bool, scale: Optional[float] = None):  # type: ignore[override]
+        scale = q.size(-1) ** -0.5 if scale is None else scale
         scores = torch.matmul(q * scale, k.transpose(-1, -2))  # [b, h, s, kv], compute dtype
         if mask is not None and mask.dtype == torch.bool:
             scores.masked_fill_(~mask, float("-inf"))
@@ -95,4 +134,4 @@ class _MatmulAttention(torch.autograd.Function):
         grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
         grad_q = torch.matmul(grad_scores, k).mul_(ctx.scale)
         grad_k = torch.matmul(grad_scores.transpose(-1, -2), q).mul_(ctx.scale)
-        return grad_q, grad_k, grad_v, None, None
+        return grad_q, grad_k, grad_v, None, None, None

@@ -1,5 +1,6 @@
 """The Llama decoder: token embeddings, a stack of self-contained layers, final norm, output projection."""
 
+import functools
 from typing import Optional
 
 import torch
@@ -11,22 +12,46 @@ from torchtune_lite.modules.attention import causal_mask_for_cache
 class TransformerDecoderLayer(nn.Module):
     """Pre-norm block: `h = x + attn(sa_norm(x))`, `out = h + mlp(mlp_norm(h))`.
 
+    With `sa_post_norm`/`mlp_post_norm` (Gemma's "sandwich" norms) each branch's output is normed again
+    before the residual add: `h = x + sa_post_norm(attn(sa_norm(x)))`, likewise for the MLP.
     Self-contained so training code can wrap each one with activation checkpointing or torch.compile.
     """
 
-    def __init__(self, *, attn: nn.Module, mlp: nn.Module, sa_norm: nn.Module, mlp_norm: nn.Module) -> None:
+    def __init__(
+        self,
+        *,
+        attn: nn.Module,
+        mlp: nn.Module,
+        sa_norm: nn.Module,
+        mlp_norm: nn.Module,
+        sa_post_norm: Optional[nn.Module] = None,
+        mlp_post_norm: Optional[nn.Module] = None,
+    ) -> None:
         super().__init__()
         self.attn = attn
         self.mlp = mlp
         self.sa_norm = sa_norm
         self.mlp_norm = mlp_norm
+        self.sa_post_norm = sa_post_norm
+        self.mlp_post_norm = mlp_post_norm
 
     def forward(
         self, x: torch.Tensor, *, mask: Optional[torch.Tensor] = None, input_pos: Optional[torch.Tensor] = None
     ) -> torch.Tensor:
         """x: [b, s, dim] -> [b, s, dim]; mask and input_pos as in `MultiHeadAttention.forward`."""
-        h = x + self.attn(self.sa_norm(x), mask=mask, input_pos=input_pos)
-        return h + self.mlp(self.mlp_norm(h))
+        attn_out = self.attn(self.sa_norm(x), mask=mask, input_pos=input_pos)
+        if self.sa_post_norm is not None:
+            attn_out = self.sa_post_norm(attn_out)
+        h = x + attn_out
+        mlp_out = self.mlp(self.mlp_norm(h))
+        if self.mlp_post_norm is not None:
+            mlp_out = self.mlp_post_norm(mlp_out)
+        return h + mlp_out
+
+
+def soft_cap_logits(module: nn.Module, inputs: tuple, logits: torch.Tensor, *, cap: float) -> torch.Tensor:
+    """Forward hook: logits become `cap * tanh(logits / cap)` (Gemma-2's final-logit soft-capping)."""
+    return torch.tanh(logits / cap) * cap
 
 
 class TransformerDecoder(nn.Module):
@@ -40,6 +65,12 @@ class TransformerDecoder(nn.Module):
         max_seq_len: longest sequence the model accepts (RoPE table and KV cache size).
         num_heads: attention heads (kept for callers that size caches or masks).
         head_dim: size of each head.
+        embed_scale: the embeddings are multiplied by this (Gemma: sqrt(dim), rounded to the embedding's
+            dtype as Hugging Face does); None multiplies by nothing.
+        final_logit_softcap: Gemma-2's `cap * tanh(logits / cap)` on the output. It is a forward hook on
+            `output`, so everything that calls the projection itself (the chunked loss, generation) gets
+            capped logits, and `output` stays a linear that LoRA, NF4 and FSDP treat like any other. A
+            hooked output is never taken for a plain linear (see `training.loss.plain_linear_weight`).
     """
 
     def __init__(
@@ -52,6 +83,8 @@ class TransformerDecoder(nn.Module):
         max_seq_len: int,
         num_heads: int,
         head_dim: int,
+        embed_scale: Optional[float] = None,
+        final_logit_softcap: Optional[float] = None,
     ) -> None:
         super().__init__()
         self.tok_embeddings = tok_embeddings
@@ -61,6 +94,10 @@ class TransformerDecoder(nn.Module):
         self.max_seq_len = max_seq_len
         self.num_heads = num_heads
         self.head_dim = head_dim
+        self.embed_scale = embed_scale
+        self.final_logit_softcap = final_logit_softcap
+        if final_logit_softcap is not None:
+            output.register_forward_hook(functools.partial(soft_cap_logits, cap=final_logit_softcap))
 
     def setup_caches(self, batch_size: int, dtype: torch.dtype) -> None:
         """Gives every layer a KV cache for `batch_size` sequences of up to `max_seq_len` tokens."""
@@ -108,6 +145,8 @@ class TransformerDecoder(nn.Module):
                 # built once here instead of in every layer
                 mask = causal_mask_for_cache(input_pos, self.max_seq_len, batch_size=tokens.size(0))
         h = self.tok_embeddings(tokens)
+        if self.embed_scale is not None:
+            h = h * torch.tensor(self.embed_scale, dtype=torch.float32, device=h.device).to(h.dtype)  # fp32 first, as HF rounds it
         for layer in self.layers:
             h = layer(h, mask=mask, input_pos=input_pos)
         h = self.norm(h)

@@ -2,8 +2,10 @@
 
 Built locally with transformers (no download): Llama-3 with llama3 RoPE scaling and tied embeddings,
 Qwen2 with q/k/v biases and tied embeddings, Qwen3 with per-head q/k norms and a head_dim that is not
-hidden/heads, Mistral with GQA and theta 1e6. Norms and biases are randomized, since their initial
-values (ones, zeros) would hide a mix-up such as a missed permutation.
+hidden/heads, Mistral with GQA and theta 1e6, Gemma-2 with soft-capping strong enough to bind and a
+sliding window shorter than the test sequences, Gemma-3 with QK-norm, linear-scaled global RoPE and a
+local base on its sliding layers. Norms and biases are randomized, since their initial values (ones,
+zeros) would hide a mix-up such as a missed permutation.
 """
 
 from __future__ import annotations
@@ -41,7 +43,26 @@ def _mistral() -> transformers.PretrainedConfig:
     return transformers.MistralConfig(**_SIZES, sliding_window=None, rope_parameters={"rope_type": "default", "rope_theta": 1e6})
 
 
-FAMILIES = {"llama3": _llama3, "qwen2": _qwen2, "qwen3": _qwen3, "mistral": _mistral}
+# Gemma: head_dim (32) != hidden/heads, query_pre_attn_scalar != head_dim, window 8 < the tests' 24 tokens.
+_GEMMA = dict(_SIZES, head_dim=32, query_pre_attn_scalar=24, sliding_window=8,
+              layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True)
+
+
+def _gemma2() -> transformers.PretrainedConfig:
+    # caps low enough that tanh bends the tiny model's scores and logits
+    return transformers.Gemma2Config(**_GEMMA, attn_logit_softcapping=2.0, final_logit_softcapping=1.5,
+                                     rope_parameters={"rope_type": "default", "rope_theta": 10_000.0})
+
+
+def _gemma3() -> transformers.PretrainedConfig:
+    rope = {"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+            "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}}
+    config = transformers.Gemma3TextConfig(**_GEMMA, rope_parameters=rope)
+    config.architectures = ["Gemma3ForCausalLM"]
+    return config
+
+
+FAMILIES = {"llama3": _llama3, "qwen2": _qwen2, "qwen3": _qwen3, "mistral": _mistral, "gemma2": _gemma2, "gemma3": _gemma3}
 
 
 def tiny_hf_model(family: str, seed: int = 0) -> transformers.PreTrainedModel:

@@ -38,7 +38,7 @@ ADAPTER_CONFIG_FILE = "adapter_config.json"
 # to the full weights, which would add the LoRA delta twice on top of the merged model.
 ADAPTER_DIR = "adapter"
 # Informational: conversion is driven by config.json (HF) or params.json (Meta), the same for every family.
-SUPPORTED_MODEL_TYPES = ("LLAMA2", "LLAMA3", "LLAMA3_2", "MISTRAL", "QWEN2", "QWEN3")
+SUPPORTED_MODEL_TYPES = ("LLAMA2", "LLAMA3", "LLAMA3_2", "MISTRAL", "QWEN2", "QWEN3", "GEMMA2", "GEMMA3")
 
 
 def to_cpu_plain(value: torch.Tensor) -> torch.Tensor:

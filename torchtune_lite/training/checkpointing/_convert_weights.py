@@ -1,9 +1,10 @@
-"""Key names and q/k row orders of Hugging Face (Llama-2/3.x, Mistral, Qwen2/2.5, Qwen3) and Meta checkpoints versus ours.
+"""Key names and q/k row orders of Hugging Face (Llama-2/3.x, Mistral, Qwen2/2.5, Qwen3, Gemma-2/3) and Meta checkpoints versus ours.
 
 Our keys follow docs/architecture.md. Hugging Face stores the q/k projection rows of each head
 split into two halves (its RoPE rotates `x[:d/2]` against `x[d/2:]`); ours and Meta's interleave
 them (pairs `x[2i], x[2i+1]`), so HF q/k weights (and the rows of a LoRA `lora_b` on q/k) are
-permuted on the way in and out. Meta's layout only renames keys.
+permuted on the way in and out. Meta's layout only renames keys. Gemma's four norms per layer have
+their own HF names (`GEMMA_HF_KEYS`); its (1 + w) norm weights are stored as HF stores them.
 """
 
 from __future__ import annotations
@@ -30,12 +31,19 @@ class ModelShape:
     vocab_size: Optional[int]
     tie_word_embeddings: bool = False
     qkv_bias: bool = False  # Qwen2/2.5 (or attention_bias=true)
-    qk_norm: bool = False  # Qwen3: RMSNorm over each q/k head
+    qk_norm: bool = False  # Qwen3, Gemma-3: RMSNorm over each q/k head
+    sandwich_norms: bool = False  # Gemma-2/3: norms after attention and the MLP too
+
+    @property
+    def hf_keys(self) -> "_KeyMap":
+        """How our keys are named in this family's HF checkpoints."""
+        return GEMMA_HF_KEYS if self.sandwich_norms else HF_KEYS
 
     @classmethod
     def from_hf_config(cls, config: dict) -> "ModelShape":
         heads = config["num_attention_heads"]
         archs = config.get("architectures") or []
+        gemma = any(a in archs for a in ("Gemma2ForCausalLM", "Gemma3ForCausalLM"))
         return cls(
             num_layers=config["num_hidden_layers"],
             num_heads=heads,
@@ -44,9 +52,10 @@ class ModelShape:
             head_dim=config.get("head_dim") or config["hidden_size"] // heads,
             hidden_dim=config.get("intermediate_size"),
             vocab_size=config.get("vocab_size"),
-            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", gemma)),
             qkv_bias="Qwen2ForCausalLM" in archs or bool(config.get("attention_bias", False)),
-            qk_norm="Qwen3ForCausalLM" in archs,
+            qk_norm="Qwen3ForCausalLM" in archs or "Gemma3ForCausalLM" in archs,
+            sandwich_norms=gemma,
         )
 
     @classmethod
@@ -81,6 +90,8 @@ class ModelShape:
                                p + "attn.v_proj.bias": (kv * hd,)})
             if self.qk_norm:
                 shapes.update({p + "attn.q_norm.scale": (hd,), p + "attn.k_norm.scale": (hd,)})
+            if self.sandwich_norms:
+                shapes.update({p + "sa_post_norm.scale": (d,), p + "mlp_post_norm.scale": (d,)})
         return shapes
 
 
@@ -93,6 +104,7 @@ class _KeyMap:
         self.layer_re = re.compile(rf"^{re.escape(layer_prefix)}(\d+)\.(.+)$")
         self.layer_prefix = layer_prefix
         self.ignore = [re.compile(p) for p in ignore]
+        self.ignore_patterns = ignore
 
     def to_theirs(self, key: str) -> str:
         if key in self.top:
@@ -131,6 +143,18 @@ HF_KEYS = _KeyMap(
         "attn.q_norm.scale": "self_attn.q_norm.weight", "attn.k_norm.scale": "self_attn.k_norm.weight",
     },
     ignore=(r"rotary_emb\.inv_freq$",),
+)
+
+# Gemma-2/3: `post_attention_layernorm` is the norm on attention's output (not the MLP's input norm, as in Llama).
+GEMMA_HF_KEYS = _KeyMap(
+    top=HF_KEYS.top,
+    layer_prefix="model.layers.",
+    layer={
+        **HF_KEYS.layer,
+        "sa_norm.scale": "input_layernorm.weight", "sa_post_norm.scale": "post_attention_layernorm.weight",
+        "mlp_norm.scale": "pre_feedforward_layernorm.weight", "mlp_post_norm.scale": "post_feedforward_layernorm.weight",
+    },
+    ignore=HF_KEYS.ignore_patterns,
 )
 
 META_KEYS = _KeyMap(

@@ -1,4 +1,4 @@
-"""Hugging Face checkpoints (Llama-2/3.x, Mistral, Qwen2/2.5, Qwen3): `model*.safetensors` / `pytorch_model*.bin` plus `config.json`.
+"""Hugging Face checkpoints (Llama-2/3.x, Mistral, Qwen2/2.5, Qwen3, Gemma-2/3): `model*.safetensors` / `pytorch_model*.bin` plus `config.json`.
 
 Loads into our keys (q/k rows re-ordered from HF's rotate-half layout to the interleaved one) and saves
 back as sharded safetensors that `transformers.LlamaForCausalLM.from_pretrained` reads, with LoRA
@@ -16,7 +16,6 @@ import torch
 from torchtune_lite.training.checkpointing._atomic import atomic_write_bytes
 from torchtune_lite.training.checkpointing._base import ADAPTER_WEIGHTS_FILE, CheckpointerBase, to_cpu_plain
 from torchtune_lite.training.checkpointing._convert_weights import (
-    HF_KEYS,
     ModelShape,
     hf_to_interleaved,
     interleaved_to_hf,
@@ -37,7 +36,7 @@ _WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth")
 
 
 class FullModelHFCheckpointer(CheckpointerBase):
-    """Reads and writes decoder weights (Llama-2/3.x, Mistral, Qwen2/2.5, Qwen3) in the Hugging Face layout.
+    """Reads and writes decoder weights (Llama-2/3.x, Mistral, Qwen2/2.5, Qwen3, Gemma-2/3) in the Hugging Face layout.
 
     `checkpoint_files`: a list of file names in `checkpoint_dir`; or
     `{"filename_format": "model-{}-of-{}.safetensors", "max_filename": "00002"}`; or None to find them
@@ -143,7 +142,7 @@ class FullModelHFCheckpointer(CheckpointerBase):
         for path in self.files:
             items = iter_safetensors(path) if path.suffix == ".safetensors" else load_torch_file(path).items()
             for hf_key, value in items:
-                key = HF_KEYS.to_ours(hf_key, str(path))
+                key = self.shape.hf_keys.to_ours(hf_key, str(path))
                 if key is None:
                     continue
                 heads = rotary_heads(key, self.shape)
@@ -156,7 +155,7 @@ class FullModelHFCheckpointer(CheckpointerBase):
             for path in self.files:
                 items = iter_safetensors(path) if path.suffix == ".safetensors" else load_torch_file(path).items()
                 for hf_key, value in items:
-                    if HF_KEYS.to_ours(hf_key, str(path)) == "tok_embeddings.weight":
+                    if self.shape.hf_keys.to_ours(hf_key, str(path)) == "tok_embeddings.weight":
                         yield "output.weight", value
                         return
 
@@ -188,9 +187,9 @@ class FullModelHFCheckpointer(CheckpointerBase):
             return None  # HF ties lm_head to embed_tokens itself
         heads = rotary_heads(key, self.shape)
         if heads is None:
-            return TensorToWrite(HF_KEYS.to_theirs(key), shape, dtype, produce)
+            return TensorToWrite(self.shape.hf_keys.to_theirs(key), shape, dtype, produce)
         # the q/k row permutation keeps shape and dtype
-        return TensorToWrite(HF_KEYS.to_theirs(key), shape, dtype, lambda: interleaved_to_hf(produce(), heads))
+        return TensorToWrite(self.shape.hf_keys.to_theirs(key), shape, dtype, lambda: interleaved_to_hf(produce(), heads))
 
     def write_model(self, stage: Path, tensors: list[TensorToWrite]) -> list[str]:
         return write_sharded(stage, tensors, self.max_shard_size, safetensors=self.safe_serialization)
