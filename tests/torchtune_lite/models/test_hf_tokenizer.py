@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from tokenizers import Tokenizer, processors
+from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
 
 from torchtune_lite.data.chat_templates import NAMED_CHAT_TEMPLATES, ChatTemplateError
 from torchtune_lite.data.messages import Message
 from torchtune_lite.models import from_pretrained_tokenizer
 from torchtune_lite.models._hf_tokenizer import LLAMA3_PATTERN, LLAMA3_SPECIAL_TOKENS, TokenizerFilesError
 
-from tests.torchtune_lite.models.hf_families import train_byte_level_bpe
+from tests.torchtune_lite.models.hf_families import CORPUS, train_byte_level_bpe
 
 TEXTS = ["Hello world!", "  The red wolf eats   berries.\n\nNew paragraph\twith tab", "naïve café — 東京 🙂",
          "<|eot_id|> inline special <|im_end|>", "1234567 numbers, don't we'll", ""]
@@ -36,6 +36,32 @@ QWEN_TEMPLATE = (
     "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}"
     "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )
+
+
+# Gemma-3's published template, text content only: system text joins the first user turn, assistant is "model".
+GEMMA_TEMPLATE = (
+    "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
+    "{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}"
+    "{%- endif -%}{%- for message in loop_messages -%}"
+    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
+    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif -%}"
+    "{%- if message['role'] == 'assistant' -%}{%- set role = 'model' -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}"
+    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}{{ message['content'] | trim }}"
+    "{{ '<end_of_turn>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
+)
+GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
+
+
+def train_gemma_style_bpe(vocab_size: int = 600) -> Tokenizer:
+    """A SentencePiece-style BPE as Gemma ships it in tokenizer.json: spaces become "▁" in the normalizer (no
+    pre-tokenizer), `<bos>` added by the post-processor, ids 0-3 = <pad>, <eos>, <bos>, <unk>."""
+    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
+    tok.normalizer = normalizers.Replace(" ", "▁")
+    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
+    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=GEMMA_SPECIALS, show_progress=False)
+    tok.train([str(CORPUS)], trainer)
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
+    return tok
 
 
 def _write_folder(path: Path, tok: Tokenizer, tokenizer_config: dict, generation_config: dict, template_file=None) -> Path:
@@ -65,11 +91,20 @@ def qwen_folder(tmp_path_factory) -> Path:
     return _write_folder(tmp_path_factory.mktemp("qwen") / "tok", tok, config, {"eos_token_id": [2, 0]}, QWEN_TEMPLATE)
 
 
+@pytest.fixture(scope="module")
+def gemma_folder(tmp_path_factory) -> Path:
+    config = {"bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>", "unk_token": "<unk>",
+              "add_bos_token": True, "chat_template": GEMMA_TEMPLATE}
+    end_of_turn = GEMMA_SPECIALS.index("<end_of_turn>")
+    return _write_folder(tmp_path_factory.mktemp("gemma") / "tok", train_gemma_style_bpe(), config,
+                         {"eos_token_id": [1, end_of_turn], "bos_token_id": 2, "pad_token_id": 0})
+
+
 def _ids(encoded) -> list[int]:
     return list(encoded["input_ids"] if hasattr(encoded, "keys") else encoded)
 
 
-@pytest.mark.parametrize("which", ["llama3_folder", "qwen_folder"])
+@pytest.mark.parametrize("which", ["llama3_folder", "qwen_folder", "gemma_folder"])
 def test_ids_specials_and_chat_equal_auto_tokenizer(which, request):
     folder = request.getfixturevalue(which)
     ours, auto = from_pretrained_tokenizer(folder), transformers.AutoTokenizer.from_pretrained(folder)
@@ -91,10 +126,23 @@ def test_ids_specials_and_chat_equal_auto_tokenizer(which, request):
     assert "berries and deer." in trained and "matey." in trained and "wolf" not in trained and "pirate" not in trained
 
 
-def test_stop_tokens_come_from_generation_config(llama3_folder, qwen_folder):
+def test_stop_tokens_come_from_generation_config(llama3_folder, qwen_folder, gemma_folder):
     llama3 = from_pretrained_tokenizer(llama3_folder)
     assert llama3.stop_tokens == [1, 4] and llama3.eos_id == 4  # <|end_of_text|> and <|eot_id|>
     assert from_pretrained_tokenizer(qwen_folder).stop_tokens == [0, 2]  # <|endoftext|> and <|im_end|>
+    gemma = from_pretrained_tokenizer(gemma_folder)
+    assert gemma.stop_tokens == [1, 5] and gemma.bos_id == 2  # <eos> and <end_of_turn>
+
+
+def test_named_gemma_template_renders_as_gemmas_own(gemma_folder):
+    """For a Gemma folder without a template, `chat_template=gemma` renders what Gemma-3's own template does."""
+    own = from_pretrained_tokenizer(gemma_folder)
+    named = from_pretrained_tokenizer(gemma_folder, chat_template="gemma")
+    for messages in (CHAT, CHAT[1:], CHAT[1:2]):
+        for prompt in (False, True):
+            assert named.chat_template.render(messages, add_generation_prompt=prompt) == own.chat_template.render(
+                messages, add_generation_prompt=prompt)
+        assert named.tokenize_messages(messages, truncate=False) == own.tokenize_messages(messages, truncate=False)
 
 
 def _bytes_to_unicode() -> dict[int, str]:
