@@ -13,7 +13,7 @@ import torch
 import transformers
 
 from tests.recipes.conftest import ASSETS, read_losses, run_tune, tiny_overrides
-from tests.torchtune_lite.models.hf_families import train_byte_level_bpe
+from tests.torchtune_lite.models.hf_families import GEMMA_SPECIALS, GEMMA_TEMPLATE, train_byte_level_bpe, train_gemma_style_bpe
 
 CHATML = ("{% for message in messages %}<|im_start|>{{ message['role'] }}\n{{ message['content'] }}<|im_end|>\n"
           "{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}")
@@ -32,6 +32,25 @@ def save_qwen_folder(path: Path) -> Path:
                                       num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
                                       tie_word_embeddings=True)
     transformers.Qwen2ForCausalLM(config).save_pretrained(path)
+    return path
+
+
+def save_gemma_folder(path: Path, family: str = "gemma2") -> Path:
+    """A tiny random Gemma-2 (or Gemma-3) folder as the Hub ships one: weights, config.json with sliding-window
+    layers, a SentencePiece-style tokenizer.json that adds <bos>, Gemma's chat template, <eos> and <end_of_turn>."""
+    train_gemma_style_bpe(vocab_size=512).save(str(path / "tokenizer.json"))
+    (path / "tokenizer_config.json").write_text(json.dumps(
+        {"tokenizer_class": "GemmaTokenizerFast", "bos_token": "<bos>", "eos_token": "<eos>", "pad_token": "<pad>",
+         "add_bos_token": True, "chat_template": GEMMA_TEMPLATE}))
+    (path / "generation_config.json").write_text(json.dumps({"eos_token_id": [1, GEMMA_SPECIALS.index("<end_of_turn>")]}))
+    torch.manual_seed(0)
+    sizes = dict(vocab_size=512, hidden_size=128, intermediate_size=256, num_hidden_layers=2, num_attention_heads=4,
+                 num_key_value_heads=2, head_dim=32, max_position_embeddings=256, sliding_window=16,
+                 layer_types=["sliding_attention", "full_attention"])
+    if family == "gemma2":
+        transformers.Gemma2ForCausalLM(transformers.Gemma2Config(**sizes)).save_pretrained(path)
+    else:
+        transformers.Gemma3ForCausalLM(transformers.Gemma3TextConfig(**sizes)).save_pretrained(path)
     return path
 
 

@@ -4,7 +4,8 @@ The tiny configs run in full through the real CLI, changed only in `max_steps_pe
 `output_dir` (generation after training stays on, the distributed recipe runs on 2 gloo ranks). The
 configs of real models need weights and data that are not here: they go through `tune validate` with
 their paths pointed at bundled or locally built files (the Llama-2 ones at the bundled tiny base, the
-others at a tiny Hugging Face folder with its own tokenizer.json and chat template), and their model is
+Gemma ones at a tiny Gemma folder, the others at a tiny Qwen folder, each with its own tokenizer.json and
+chat template), and their model is
 built on the meta device: Llama-2's checked against the published parameter counts (the other families'
 builders are checked against theirs in tests/torchtune_lite/models/test_family_builders.py).
 """
@@ -18,7 +19,7 @@ import pytest
 import torch
 
 from tests.recipes.conftest import ASSETS, run_tune
-from tests.recipes.test_hf_folder_finetune import save_qwen_folder
+from tests.recipes.test_hf_folder_finetune import save_gemma_folder, save_qwen_folder
 from tests.reliability.conftest import tune
 from torchtune_lite import config
 from torchtune_lite.cli._catalog import RECIPES
@@ -74,17 +75,24 @@ def hf_folder(tmp_path_factory) -> Path:
     return save_qwen_folder(tmp_path_factory.mktemp("hf_folder"))
 
 
-def _large_overrides(config_name: str, tmp_path: Path, hf_folder: Path) -> list[str]:
+@pytest.fixture(scope="module")
+def gemma_folder(tmp_path_factory) -> Path:
+    """A tiny Gemma-2 checkpoint folder as the Hub ships one (Gemma's tokenizer.json, <bos>, chat template)."""
+    return save_gemma_folder(tmp_path_factory.mktemp("gemma_folder"))
+
+
+def _large_overrides(config_name: str, tmp_path: Path, hf_folder: Path, gemma_folder: Path) -> list[str]:
     """Paths that exist here in place of the config's downloads; everything else as shipped."""
     paths = [f"output_dir={tmp_path / 'out'}", f"dataset.data_files={ASSETS / 'instruct_train.json'}"]
     if config_name.startswith("llama2/"):
         return paths + [f"tokenizer.path={ASSETS / 'tokenizer.model'}", f"checkpointer.checkpoint_dir={ASSETS / 'base'}"]
-    return paths + [f"checkpointer.checkpoint_dir={hf_folder}"]  # tokenizer and chat template come from the folder
+    folder = gemma_folder if config_name.startswith("gemma") else hf_folder
+    return paths + [f"checkpointer.checkpoint_dir={folder}"]  # tokenizer and chat template come from the folder
 
 
 @pytest.mark.parametrize("recipe, config_name", LARGE, ids=[f"{r}-{c}" for r, c in LARGE])
-def test_large_config_validates_and_builds_on_meta(recipe, config_name, tmp_path, hf_folder):
-    overrides = _large_overrides(config_name, tmp_path, hf_folder)
+def test_large_config_validates_and_builds_on_meta(recipe, config_name, tmp_path, hf_folder, gemma_folder):
+    overrides = _large_overrides(config_name, tmp_path, hf_folder, gemma_folder)
     proc = tune("validate", config_name, "--recipe", recipe, *overrides)
     assert proc.returncode == 0 and proc.stdout.strip() == "Config is well-formed!", proc.stderr
     assert not (tmp_path / "out").exists()  # validating writes nothing

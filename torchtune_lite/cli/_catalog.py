@@ -15,6 +15,7 @@ _LORA_CONFIGS = (
     "qwen2_5/0.5B_lora", "qwen2_5/7B_lora", "qwen2_5/7B_qlora",
     "qwen3/0.6B_lora", "qwen3/8B_lora", "qwen3/8B_qlora",
     "mistral/7B_lora", "mistral/7B_qlora",
+    "gemma2/2B_lora", "gemma2/2B_qlora", "gemma2/9B_qlora", "gemma3/1B_lora", "gemma3/1B_qlora", "gemma3/4B_qlora",
     "hf/qlora", "hf/lora",
 )
 

@@ -100,6 +100,9 @@ class DecoderArgs:
 
 
 LAYER_TYPES = ("full_attention", "sliding_attention")
+# What every Gemma-2/3 model has, whatever its size.
+GEMMA_SWITCHES = dict(hidden_activation="gelu_tanh", norm_unit_offset=True, sandwich_norms=True, scale_embeddings=True,
+                      tie_word_embeddings=True)
 ACTIVATIONS = {"silu": F.silu, "gelu_tanh": gelu_tanh}
 
 

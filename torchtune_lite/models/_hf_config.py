@@ -13,7 +13,7 @@ import json
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from torchtune_lite.models._decoder import DecoderArgs, alternating_layer_types
+from torchtune_lite.models._decoder import GEMMA_SWITCHES, DecoderArgs, alternating_layer_types
 from torchtune_lite.modules import Llama3RopeScaling
 from torchtune_lite.modules.position_embeddings import LinearRopeScaling, RopeScaling
 
@@ -125,7 +125,7 @@ def decoder_args_from_hf_config(
     try:
         heads = int(config["num_attention_heads"])
         gemma_args = _gemma_args(config, architecture, source) if gemma else {}
-        return DecoderArgs(
+        fields = dict(
             vocab_size=int(config["vocab_size"]),
             num_layers=int(config["num_hidden_layers"]),
             num_heads=heads,
@@ -140,9 +140,9 @@ def decoder_args_from_hf_config(
             rope_scaling=rope_scaling,
             qkv_bias=family["qkv_bias"] or bool(config.get("attention_bias", False)),
             qk_norm=family["qk_norm"],
-            tie_word_embeddings=bool(config.get("tie_word_embeddings", gemma)),
-            **gemma_args,
+            tie_word_embeddings=bool(config.get("tie_word_embeddings", False)),
         )
+        return DecoderArgs(**{**fields, **gemma_args})
     except KeyError as err:
         raise UnsupportedModelConfigError(f"{source} lacks {err}: use the config.json that came with the weights") from err
 
@@ -167,10 +167,8 @@ def _gemma_args(config: dict[str, Any], architecture: str, source: str) -> dict[
         local_base = (params.get("sliding_attention") or {}).get("rope_theta") or config.get("rope_local_base_freq") or 10_000.0
     head_dim = config.get("head_dim") or int(config["hidden_size"]) // int(config["num_attention_heads"])
     return dict(
-        hidden_activation="gelu_tanh",
-        norm_unit_offset=True,
-        sandwich_norms=True,
-        scale_embeddings=True,
+        GEMMA_SWITCHES,
+        tie_word_embeddings=bool(config.get("tie_word_embeddings", True)),
         query_pre_attn_scalar=float(config.get("query_pre_attn_scalar") or head_dim),
         attn_softcap=config.get("attn_logit_softcapping", 50.0 if gemma2 else None),
         final_logit_softcap=config.get("final_logit_softcapping", 30.0 if gemma2 else None),

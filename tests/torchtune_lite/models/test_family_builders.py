@@ -5,8 +5,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+import transformers
 
-from torchtune_lite.models import llama3_1, llama3_2, mistral, qwen2_5, qwen3
+from torchtune_lite.models import gemma2, gemma3, llama3_1, llama3_2, mistral, qwen2_5, qwen3
 from torchtune_lite.modules.peft import LoRALinear
 
 
@@ -29,6 +30,9 @@ from torchtune_lite.modules.peft import LoRALinear
         (qwen3.qwen3_4b, 4_022_468_096, True),
         (qwen3.qwen3_8b, 8_190_735_360, False),
         (mistral.mistral_7b, 7_248_023_552, False),
+        (gemma2.gemma2_2b, 2_614_341_888, True),
+        (gemma2.gemma2_9b, 9_241_705_984, True),
+        (gemma3.gemma3_1b, 999_885_952, True),
     ],
     ids=lambda x: getattr(x, "__name__", None),
 )
@@ -53,8 +57,36 @@ def test_family_switches():
     assert rope.base == 500_000.0 and rope.scaling.factor == 32.0
 
 
+def test_gemma3_4b_matches_transformers_on_its_published_text_config():
+    # gemma-3-4b-it's text_config (the card counts the vision tower too, so compare with transformers instead)
+    config = transformers.Gemma3TextConfig(
+        vocab_size=262_208, hidden_size=2560, intermediate_size=10240, num_hidden_layers=34, num_attention_heads=8,
+        num_key_value_heads=4, head_dim=256, sliding_window=1024, max_position_embeddings=131_072,
+        rope_parameters={"full_attention": {"rope_type": "linear", "factor": 8.0, "rope_theta": 1e6},
+                         "sliding_attention": {"rope_type": "default", "rope_theta": 10_000.0}})
+    with torch.device("meta"):
+        reference = transformers.Gemma3ForCausalLM(config)
+        ours = gemma3.gemma3_4b()
+    assert sum(p.numel() for p in ours.parameters()) - ours.output.weight.numel() == reference.num_parameters()
+    assert [layer.attn.sliding_window for layer in ours.layers] == [
+        1024 if t == "sliding_attention" else None for t in config.layer_types]
+
+
+def test_gemma_switches():
+    with torch.device("meta"):
+        g2, g3 = gemma2.gemma2_2b(max_seq_len=64), gemma3.gemma3_4b(max_seq_len=64)
+    assert [layer.attn.sliding_window for layer in g2.layers[:3]] == [4096, None, 4096]
+    assert g2.layers[0].attn.softcap == 50.0 and g2.final_logit_softcap == 30.0 and g2.embed_scale == 2304**0.5
+    assert g2.layers[0].sa_post_norm.unit_offset and g2.layers[0].attn.q_norm is None
+    assert g3.layers[0].attn.softcap is None and g3.final_logit_softcap is None and g3.layers[0].attn.q_norm.unit_offset
+    local, glob = g3.layers[0].attn.pos_embeddings, g3.layers[5].attn.pos_embeddings
+    assert (local.base, local.scaling) == (10_000.0, None) and (glob.base, glob.scaling.factor) == (1e6, 8.0)
+    assert g3.layers[0].attn.scale == 256**-0.5
+
+
 @pytest.mark.parametrize("qlora", [qwen2_5.qlora_qwen2_5_7b, qwen3.qlora_qwen3_8b, llama3_1.qlora_llama3_1_8b,
-                                   mistral.qlora_mistral_7b], ids=lambda f: f.func.__name__)
+                                   mistral.qlora_mistral_7b, gemma2.qlora_gemma2_9b, gemma3.qlora_gemma3_4b],
+                         ids=lambda f: f.func.__name__)
 def test_qlora_builders_adapt_the_chosen_linears(qlora):
     with torch.device("meta"):
         model = qlora(["q_proj", "v_proj"], apply_lora_to_mlp=False, lora_rank=4, max_seq_len=64)

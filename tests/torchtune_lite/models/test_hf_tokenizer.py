@@ -11,14 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, normalizers, processors, trainers
+from tokenizers import Tokenizer, processors
 
 from torchtune_lite.data.chat_templates import NAMED_CHAT_TEMPLATES, ChatTemplateError
 from torchtune_lite.data.messages import Message
 from torchtune_lite.models import from_pretrained_tokenizer
 from torchtune_lite.models._hf_tokenizer import LLAMA3_PATTERN, LLAMA3_SPECIAL_TOKENS, TokenizerFilesError
 
-from tests.torchtune_lite.models.hf_families import CORPUS, train_byte_level_bpe
+from tests.torchtune_lite.models.hf_families import GEMMA_SPECIALS, GEMMA_TEMPLATE, train_byte_level_bpe, train_gemma_style_bpe
 
 TEXTS = ["Hello world!", "  The red wolf eats   berries.\n\nNew paragraph\twith tab", "naïve café — 東京 🙂",
          "<|eot_id|> inline special <|im_end|>", "1234567 numbers, don't we'll", ""]
@@ -36,32 +36,6 @@ QWEN_TEMPLATE = (
     "{%- for message in messages %}{{- '<|im_start|>' + message.role + '\n' + message.content + '<|im_end|>' + '\n' }}"
     "{%- endfor %}{%- if add_generation_prompt %}{{- '<|im_start|>assistant\n' }}{%- endif %}"
 )
-
-
-# Gemma-3's published template, text content only: system text joins the first user turn, assistant is "model".
-GEMMA_TEMPLATE = (
-    "{{ bos_token }}{%- if messages[0]['role'] == 'system' -%}{%- set first_user_prefix = messages[0]['content'] + '\n\n' -%}"
-    "{%- set loop_messages = messages[1:] -%}{%- else -%}{%- set first_user_prefix = '' -%}{%- set loop_messages = messages -%}"
-    "{%- endif -%}{%- for message in loop_messages -%}"
-    "{%- if (message['role'] == 'user') != (loop.index0 % 2 == 0) -%}"
-    "{{ raise_exception('Conversation roles must alternate user/assistant/user/assistant/...') }}{%- endif -%}"
-    "{%- if message['role'] == 'assistant' -%}{%- set role = 'model' -%}{%- else -%}{%- set role = message['role'] -%}{%- endif -%}"
-    "{{ '<start_of_turn>' + role + '\n' + (first_user_prefix if loop.first else '') }}{{ message['content'] | trim }}"
-    "{{ '<end_of_turn>\n' }}{%- endfor -%}{%- if add_generation_prompt -%}{{ '<start_of_turn>model\n' }}{%- endif -%}"
-)
-GEMMA_SPECIALS = ["<pad>", "<eos>", "<bos>", "<unk>", "<start_of_turn>", "<end_of_turn>"]
-
-
-def train_gemma_style_bpe(vocab_size: int = 600) -> Tokenizer:
-    """A SentencePiece-style BPE as Gemma ships it in tokenizer.json: spaces become "▁" in the normalizer (no
-    pre-tokenizer), `<bos>` added by the post-processor, ids 0-3 = <pad>, <eos>, <bos>, <unk>."""
-    tok = Tokenizer(models.BPE(unk_token="<unk>", fuse_unk=True))
-    tok.normalizer = normalizers.Replace(" ", "▁")
-    tok.decoder = decoders.Sequence([decoders.Replace("▁", " "), decoders.ByteFallback(), decoders.Fuse()])
-    trainer = trainers.BpeTrainer(vocab_size=vocab_size, special_tokens=GEMMA_SPECIALS, show_progress=False)
-    tok.train([str(CORPUS)], trainer)
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 2)])
-    return tok
 
 
 def _write_folder(path: Path, tok: Tokenizer, tokenizer_config: dict, generation_config: dict, template_file=None) -> Path:
