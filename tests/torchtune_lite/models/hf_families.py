@@ -43,8 +43,9 @@ def _mistral() -> transformers.PretrainedConfig:
     return transformers.MistralConfig(**_SIZES, sliding_window=None, rope_parameters={"rope_type": "default", "rope_theta": 1e6})
 
 
-# Gemma: head_dim (32) != hidden/heads, query_pre_attn_scalar != head_dim, window 8 < the tests' 24 tokens.
-_GEMMA = dict(_SIZES, head_dim=32, query_pre_attn_scalar=24, sliding_window=8,
+# Gemma: head_dim (32) != hidden/heads, query_pre_attn_scalar != head_dim, window 8 < the tests' 24 tokens;
+# weights 7x larger than the default init so attention scores are large enough for the caps to bend them.
+_GEMMA = dict(_SIZES, head_dim=32, query_pre_attn_scalar=24, sliding_window=8, initializer_range=0.15,
               layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True)
 
 
