@@ -80,6 +80,43 @@ def test_any_hf_folder_trains_and_saves_a_loadable_folder(qwen_folder, tmp_path)
     assert merged.lm_head.weight.data_ptr() == merged.model.embed_tokens.weight.data_ptr()  # still tied
 
 
+@pytest.fixture(scope="module")
+def gemma_folder(tmp_path_factory) -> Path:
+    return save_gemma_folder(tmp_path_factory.mktemp("gemma2_folder"))
+
+
+def test_gemma_folder_trains_and_saves_a_loadable_folder(gemma_folder, tmp_path):
+    """Gemma-2 through the same config: chat template with <bos> and "model" turns, soft-capped logits in the
+    chunked loss, and a merged folder transformers loads (tied) with our trained model's logits."""
+    out = tmp_path / "out"
+    run_tune(*_args(gemma_folder, out))
+    losses = read_losses(out)
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    merged, info = transformers.AutoModelForCausalLM.from_pretrained(out / "epoch_0", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert type(merged).__name__ == "Gemma2ForCausalLM"
+    assert merged.lm_head.weight.data_ptr() == merged.model.embed_tokens.weight.data_ptr()
+
+
+def test_full_finetune_of_a_tied_family_trains_one_embedding(qwen_folder, tmp_path):
+    """full_finetune_single_device on a tied Qwen2 folder: one step moves the shared embedding/output matrix,
+    and the saved folder (one copy, still tied) loads into transformers."""
+    out = tmp_path / "out"
+    run_tune("run", "full_finetune_single_device", "--config", "tiny/pretrain",
+             "model=torchtune_lite.models.from_pretrained_config", f"model.checkpoint_dir={qwen_folder}",
+             "tokenizer=torchtune_lite.models.from_pretrained_tokenizer", f"tokenizer.checkpoint_dir={qwen_folder}",
+             f"checkpointer.checkpoint_dir={qwen_folder}", f"output_dir={out}", "epochs=1", "max_steps_per_epoch=1",
+             "batch_size=2", "tokenizer.max_seq_len=32", "generate_after_training=null", "optimizer.fused=False",
+             "log_every_n_steps=1", "lr_scheduler.num_warmup_steps=0")
+    assert len(read_losses(out)) == 1
+    before = transformers.AutoModelForCausalLM.from_pretrained(qwen_folder)
+    after, info = transformers.AutoModelForCausalLM.from_pretrained(out / "epoch_0", output_loading_info=True)
+    assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys"))
+    assert after.lm_head.weight.data_ptr() == after.model.embed_tokens.weight.data_ptr()
+    changed = {n for n, p in after.named_parameters() if not torch.equal(p, before.get_parameter(n))}
+    assert changed == {n for n, _ in after.named_parameters()}  # every weight trained, the tied matrix included
+
+
 def test_bad_folders_fail_in_one_line(qwen_folder, tmp_path):
     bad = tmp_path / "bad"
     bad.mkdir()

@@ -36,8 +36,9 @@ class DecoderArgs:
     """Every size and switch of a decoder. `head_dim` defaults to embed_dim // num_heads.
 
     tie_word_embeddings: the checkpoint stores one [vocab, dim] matrix for both the embedding and the
-        output projection. The model still holds `output` as its own linear (loaded from the embedding),
-        so LoRA, NF4 and FSDP treat it like any other linear; the checkpointer writes one copy back.
+        output projection. A plain `output` linear then shares the embedding's Parameter (held once, trained
+        as one, as in transformers); a LoRA'd `output` keeps its own frozen base (loaded from the embedding,
+        possibly NF4), so LoRA and NF4 treat it like any other linear. The checkpointer writes one copy back.
 
     Gemma switches (all off by default, so the other families build exactly as before):
         hidden_activation: "silu" (SwiGLU) or "gelu_tanh" (GeGLU).
@@ -171,11 +172,15 @@ def build_decoder(args: DecoderArgs, make_linear: LinearFactory = _plain_linear)
                 mlp_post_norm=norm(dim) if args.sandwich_norms else None,
             )
         )
+    tok_embeddings = nn.Embedding(args.vocab_size, dim)
+    output = make_linear("output", dim, args.vocab_size, False)
+    if args.tie_word_embeddings and type(output) is nn.Linear:
+        output.weight = tok_embeddings.weight
     return TransformerDecoder(
-        tok_embeddings=nn.Embedding(args.vocab_size, dim),
+        tok_embeddings=tok_embeddings,
         layers=layers,
         norm=norm(dim),
-        output=make_linear("output", dim, args.vocab_size, False),
+        output=output,
         max_seq_len=args.max_seq_len,
         num_heads=args.num_heads,
         head_dim=head_dim,

@@ -31,8 +31,10 @@ def load_weights_streaming(
     """Loads `(key, tensor)` pairs into `model`; errors (one line, naming `source`) on unknown keys, shape
     mismatches and keys the checkpoint lacks unless `may_be_missing(key)` (e.g. fresh LoRA adapters).
     Progress (weights loaded, and quantized for NF4 targets) shows on rank 0 as `desc`."""
-    expected = {name: p.shape for name, p in model.named_parameters()}
+    expected = {name: p.shape for name, p in model.named_parameters(remove_duplicate=False)}
     expected.update({name: b.shape for name, b in model.named_buffers() if _is_persistent(model, name)})
+    # A tied output projection shares the embedding's Parameter: its checkpoint key is checked, not loaded twice.
+    aliases = tied_parameter_names(model)
     loaded: set[str] = set()
     to_load = sum(p.numel() for name, p in [*model.named_parameters(), *model.named_buffers()]
                   if name in expected and not may_be_missing(name))
@@ -41,10 +43,15 @@ def load_weights_streaming(
                        unit="weights", unit_scale=True, enabled=None if to_load else False)
     with bar:
         for key, value in tensors:
-            _load_one(model, key, value, expected, source)
+            if key in aliases:
+                _check_one(key, value, expected, source)
+            else:
+                _load_one(model, key, value, expected, source)
             loaded.add(key)
             bar.update(value.numel())
             del value
+    for alias, canonical in aliases.items():
+        _retie(model, alias, canonical)
     missing = sorted(k for k in expected if k not in loaded and not may_be_missing(k))
     if missing:
         raise ValueError(
@@ -53,7 +60,32 @@ def load_weights_streaming(
         )
 
 
+def tied_parameter_names(model: nn.Module) -> dict[str, str]:
+    """`{alias: first name}` for parameters reachable under two names (a tied output projection)."""
+    first: dict[int, str] = {}
+    aliases = {}
+    for name, param in model.named_parameters(remove_duplicate=False):
+        if id(param) in first:
+            aliases[name] = first[id(param)]
+        else:
+            first[id(param)] = name
+    return aliases
+
+
+def _retie(model: nn.Module, alias: str, canonical: str) -> None:
+    # Loading into an FSDP2-sharded model replaces the canonical Parameter (see assign_full_tensor); the alias follows.
+    module, name = _owner(model, alias)
+    owner, owner_name = _owner(model, canonical)
+    if module._parameters[name] is not owner._parameters[owner_name]:
+        setattr(module, name, owner._parameters[owner_name])
+
+
 def _load_one(model: nn.Module, key: str, value: torch.Tensor, expected: dict, source: str) -> None:
+    _check_one(key, value, expected, source)
+    assign_full_tensor(model, key, value)
+
+
+def _check_one(key: str, value: torch.Tensor, expected: dict, source: str) -> None:
     if key not in expected:
         raise ValueError(
             f"checkpoint {source} has {key!r}, which the model does not: check that checkpointer points at "
@@ -64,7 +96,6 @@ def _load_one(model: nn.Module, key: str, value: torch.Tensor, expected: dict, s
             f"checkpoint {source}: {key} has shape {list(value.shape)} but the model expects "
             f"{list(expected[key])}: the model's config does not match these weights"
         )
-    assign_full_tensor(model, key, value)
 
 
 def assign_full_tensor(model: nn.Module, key: str, value: torch.Tensor) -> None:
@@ -89,10 +120,13 @@ def allocate_empty(model: nn.Module, device: torch.device) -> None:
     Not `Module.to_empty`: torchao's NF4 `empty_like` leaves `scaler_mean` and `nf4` on meta, so a later load
     would silently copy into nothing.
     """
+    allocated: dict[int, nn.Parameter] = {}  # by the meta Parameter's id, so tied weights stay one Parameter
     for module in model.modules():
         for name, param in list(module.named_parameters(recurse=False)):
             if param.is_meta:
-                setattr(module, name, nn.Parameter(_empty_like_on(param, device), requires_grad=param.requires_grad))
+                if id(param) not in allocated:
+                    allocated[id(param)] = nn.Parameter(_empty_like_on(param, device), requires_grad=param.requires_grad)
+                setattr(module, name, allocated[id(param)])
     materialize_buffers(model, device)
 
 

@@ -22,7 +22,7 @@ from torchtune_lite.models._hf_config import (
 from torchtune_lite.modules.peft import LoRALinear, get_adapter_params, set_trainable_params
 from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
 
-from tests.torchtune_lite.models.hf_families import FAMILIES, VOCAB, hf_logits, save_tiny_hf
+from tests.torchtune_lite.models.hf_families import FAMILIES, VOCAB, hf_logits, save_tiny_hf, tiny_hf_model
 
 ALL_LORA = dict(lora_attn_modules=["q_proj", "k_proj", "v_proj", "output_proj"], apply_lora_to_mlp=True,
                 apply_lora_to_output=True, lora_rank=4, lora_alpha=8.0)
@@ -124,6 +124,24 @@ def test_tie_kept_when_output_is_not_adapted(tmp_path):
     assert json.loads((out / "config.json").read_text())["tie_word_embeddings"] is True
     merged = transformers.AutoModelForCausalLM.from_pretrained(out, attn_implementation="eager")
     assert merged.lm_head.weight.data_ptr() == merged.model.embed_tokens.weight.data_ptr()
+
+
+@pytest.mark.parametrize("family", ["qwen2", "gemma2"])
+def test_tied_output_is_the_embedding_and_trains_as_one(family, tmp_path, tokens):
+    """Full fine-tuning a tied model: one Parameter for embedding and output (held once), and an SGD step
+    on it lands where transformers' step on its tied model lands."""
+    hf, src = save_tiny_hf(family, tmp_path / "hf")
+    model, _ = _ours(src, tmp_path / "out")
+    assert model.output.weight is model.tok_embeddings.weight
+    assert sum(p.numel() for p in model.parameters()) == sum(p.numel() for p in hf.parameters())
+    for m in (model.train(), hf.train()):
+        opt = torch.optim.SGD(m.parameters(), lr=1.0)
+        logits = m(tokens[:, :-1]) if m is model else m(tokens[:, :-1]).logits
+        torch.nn.functional.cross_entropy(logits.flatten(0, 1), tokens[:, 1:].flatten()).backward()
+        opt.step()
+    with torch.no_grad():
+        torch.testing.assert_close(model.eval()(tokens), hf_logits(hf.eval(), tokens), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(hf_logits(hf, tokens), hf_logits(tiny_hf_model(family), tokens), atol=1e-3)
 
 
 def test_qlora_quantizes_only_lora_linears_and_loss_falls(family, tmp_path, tokens):
