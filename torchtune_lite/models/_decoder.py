@@ -14,9 +14,8 @@ import warnings
 from dataclasses import dataclass
 from typing import Callable, Optional, Sequence
 
-from torch import nn
-
 import torch.nn.functional as F
+from torch import nn
 
 from torchtune_lite.modules import (
     FeedForward,

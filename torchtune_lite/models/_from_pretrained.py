@@ -19,7 +19,7 @@ def from_pretrained_config(
     quantize_base: bool = False,
     max_seq_len: Optional[int] = None,
 ) -> TransformerDecoder:
-    """The decoder `checkpoint_dir/config.json` describes (Llama-2/3.x, Mistral, Qwen2/2.5, Qwen3), any size.
+    """The decoder `checkpoint_dir/config.json` describes (Llama-2/3.x, Mistral, Qwen2/2.5, Qwen3, Gemma-2/3), any size.
 
     In a config: `model: {_component_: torchtune_lite.models.from_pretrained_config,
     checkpoint_dir: ${checkpointer.checkpoint_dir}, lora_attn_modules: [q_proj, v_proj], quantize_base: True}`.

@@ -28,16 +28,6 @@ ALL_LORA = dict(lora_attn_modules=["q_proj", "k_proj", "v_proj", "output_proj"],
                 apply_lora_to_output=True, lora_rank=4, lora_alpha=8.0)
 
 
-@pytest.fixture(autouse=True)
-def _fp32_two_threads():
-    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(2)
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_default_dtype(dtype)
-
-
 @pytest.fixture(params=sorted(FAMILIES))
 def family(request) -> str:
     return request.param

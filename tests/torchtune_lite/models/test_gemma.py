@@ -16,16 +16,6 @@ from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
 from tests.torchtune_lite.models.hf_families import VOCAB, hf_logits, save_tiny_hf
 
 
-@pytest.fixture(autouse=True)
-def _fp32_two_threads():
-    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
-    torch.set_num_threads(2)
-    torch.set_default_dtype(torch.float32)
-    yield
-    torch.set_num_threads(threads)
-    torch.set_default_dtype(dtype)
-
-
 def _build(src, out, **changes) -> torch.nn.Module:
     args = dataclasses.replace(decoder_args_from_hf_config(read_hf_config(src)), **changes)
     model = build_decoder(args).eval()
