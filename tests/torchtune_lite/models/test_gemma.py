@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from torchtune_lite.models._decoder import build_decoder
-from torchtune_lite.models._hf_config import decoder_args_from_hf_config, read_hf_config
+from torchtune_lite.models._hf_config import UnsupportedModelConfigError, decoder_args_from_hf_config, read_hf_config
 from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
 
 from tests.torchtune_lite.models.hf_families import VOCAB, hf_logits, save_tiny_hf
@@ -55,3 +55,20 @@ def test_sliding_window_on_packed_samples_equals_each_alone(tmp_path):
         together = model(packed, mask=mask, input_pos=input_pos)
         torch.testing.assert_close(together[:, :20], model(first), atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(together[:, 20:], model(second), atol=1e-5, rtol=1e-5)
+
+
+def test_gemma_configs_old_and_unsupported(tmp_path):
+    _, src = save_tiny_hf("gemma3", tmp_path / "hf")
+    config = read_hf_config(src)
+    multimodal = {"architectures": ["Gemma3ForConditionalGeneration"], "text_config": config}
+    with pytest.raises(UnsupportedModelConfigError, match="Gemma3ForConditionalGeneration.*text-only Gemma3ForCausalLM"):
+        decoder_args_from_hf_config(multimodal)
+    with pytest.raises(UnsupportedModelConfigError, match="hidden_activation 'gelu'.*gelu_pytorch_tanh"):
+        decoder_args_from_hf_config({**config, "hidden_activation": "gelu"})
+    with pytest.raises(UnsupportedModelConfigError, match="use_bidirectional_attention"):
+        decoder_args_from_hf_config({**config, "use_bidirectional_attention": True})
+    # configs written before transformers 5: rope_theta / rope_local_base_freq / rope_scaling and no layer_types
+    old = {k: v for k, v in config.items() if k not in ("rope_parameters", "layer_types")}
+    old.update(rope_theta=1e6, rope_local_base_freq=10_000.0, rope_scaling={"rope_type": "linear", "factor": 8.0},
+               sliding_window_pattern=2)
+    assert decoder_args_from_hf_config(old) == decoder_args_from_hf_config(config)

@@ -150,3 +150,23 @@ def test_kernel_choice():
     assert not sdpa.use_matmul_attention(q.float(), q.float(), dropout_p=0.0)  # fp32: the flash kernel
     long = torch.empty(4, 8, 4096, 64, dtype=torch.bfloat16)
     assert not sdpa.use_matmul_attention(long, long, dropout_p=0.0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_scale_and_softcap(dtype):
+    """`scale` reaches every path; a soft-cap far above the scores changes nothing; a binding one equals
+    the capped reference (scores capped before the mask, as Gemma-2)."""
+    gen = torch.Generator().manual_seed(0)
+    q, k, v = (torch.randn(2, 4, 16, 8, generator=gen).to(dtype) * 3 for _ in range(3))
+    mask = torch.ones(16, 16, dtype=torch.bool).tril()
+    scale = 24**-0.5
+    reference = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=mask, scale=scale)
+    # bf16 rounds scores of this size (|s| up to ~10) by up to 0.05, and the softmax amplifies it
+    tol = dict(atol=1e-5, rtol=1e-5) if dtype == torch.float32 else dict(atol=1e-1, rtol=1e-1)
+    torch.testing.assert_close(attention(q, k, v, is_causal=True, scale=scale).float(), reference, **tol)
+    torch.testing.assert_close(attention(q, k, v, mask=mask, scale=scale, softcap=1e4).float(), reference, **tol)
+    scores = torch.tanh(q.float() @ k.float().transpose(-1, -2) * scale / 2.0) * 2.0
+    capped = torch.softmax(scores.masked_fill(~mask, float("-inf")), dim=-1) @ v.float()
+    out = attention(q, k, v, is_causal=True, scale=scale, softcap=2.0).float()
+    torch.testing.assert_close(out, capped, **tol)
+    assert (out - reference).abs().max() > 0.5  # the cap binds on these scores
