@@ -18,13 +18,12 @@ from typing import Any, Optional
 import torch
 
 from torchtune_lite.data.collate import CROSS_ENTROPY_IGNORE_IDX, padded_collate_sft
+from torchtune_lite.data.columns import RowError, lookup
 from torchtune_lite.data.messages import Message
+from torchtune_lite.data.stats import DataStats
+from torchtune_lite.data.truncation import fit_keeping_answer
 
 _HH_TURN = re.compile(r"\n\n(Human|Assistant):")
-
-
-class PreferenceDataError(ValueError):
-    """A row that cannot be a preference pair; the message names the file, row and column."""
 
 
 @dataclass(frozen=True)
@@ -34,63 +33,67 @@ class PreferencePair:
     rejected: str
 
 
-def pair_from_row(row: dict[str, Any], where: str) -> PreferencePair:
-    """The pair a row holds, in any of the module's shapes; `where` ("data.json row 3") goes in errors."""
-    for column in ("chosen", "rejected"):
-        if column not in row:
-            raise PreferenceDataError(f"{where}: no column {column!r} (found {sorted(row)}): map it with column_map")
-    chosen, rejected, prompt = row["chosen"], row["rejected"], row.get("prompt")
+COLUMNS = ("prompt", "chosen", "rejected")
+
+
+def pair_from_row(row: dict[str, Any], columns: Optional[dict[str, str]] = None) -> PreferencePair:
+    """The pair a row holds, in any of the module's shapes. `columns` maps prompt/chosen/rejected to the
+    row's columns or paths (default: the same names; a row without a prompt column may still be a pair).
+    Raises RowError naming the column; the data set adds the file and row."""
+    columns = {c: c for c in COLUMNS} | (columns or {})
+    chosen, rejected = lookup(row, columns["chosen"]), lookup(row, columns["rejected"])
+    prompt = lookup(row, columns["prompt"]) if row.get(columns["prompt"].split(".")[0]) is not None else None
     if isinstance(chosen, list) and isinstance(rejected, list):
-        pair = _pair_from_message_lists(chosen, rejected, prompt, where)
+        pair = _pair_from_message_lists(chosen, rejected, prompt)
     elif isinstance(chosen, str) and isinstance(rejected, str):
         if prompt is None:
-            pair = _pair_from_transcripts(chosen, rejected, where)
+            pair = _pair_from_transcripts(chosen, rejected)
         else:
-            pair = PreferencePair(_prompt_messages(prompt, where), chosen, rejected)
+            pair = PreferencePair(_prompt_messages(prompt), chosen, rejected)
     else:
-        raise PreferenceDataError(
-            f"{where}: 'chosen' and 'rejected' must both be text or both be message lists, "
+        raise RowError(
+            f"'chosen' and 'rejected' must both be text or both be message lists, "
             f"got {type(chosen).__name__} and {type(rejected).__name__}"
         )
-    _check(pair, where)
+    _check(pair)
     return pair
 
 
-def _pair_from_message_lists(chosen: list, rejected: list, prompt: Any, where: str) -> PreferencePair:
-    chosen_msgs, rejected_msgs = _messages(chosen, where, "chosen"), _messages(rejected, where, "rejected")
+def _pair_from_message_lists(chosen: list, rejected: list, prompt: Any) -> PreferencePair:
+    chosen_msgs, rejected_msgs = _messages(chosen, "chosen"), _messages(rejected, "rejected")
     for column, msgs in (("chosen", chosen_msgs), ("rejected", rejected_msgs)):
         if not msgs or msgs[-1].role != "assistant":
-            raise PreferenceDataError(f"{where}: column {column!r} must end with an assistant message")
+            raise RowError(f"column {column!r} must end with an assistant message")
     if prompt is not None:  # the lists are the answers; the prompt comes separately
-        shared = (*_prompt_messages(prompt, where), *chosen_msgs[:-1])
+        shared = (*_prompt_messages(prompt), *chosen_msgs[:-1])
         if chosen_msgs[:-1] != rejected_msgs[:-1]:
-            raise PreferenceDataError(f"{where}: 'chosen' and 'rejected' differ before their last message")
+            raise RowError(f"'chosen' and 'rejected' differ before their last message")
         return PreferencePair(shared, chosen_msgs[-1].content, rejected_msgs[-1].content)
     if chosen_msgs[:-1] != rejected_msgs[:-1]:
-        raise PreferenceDataError(
-            f"{where}: the conversations in 'chosen' and 'rejected' differ before their last assistant message, "
+        raise RowError(
+            f"the conversations in 'chosen' and 'rejected' differ before their last assistant message, "
             "so they share no prompt: give a separate 'prompt' column or fix the row"
         )
     return PreferencePair(tuple(chosen_msgs[:-1]), chosen_msgs[-1].content, rejected_msgs[-1].content)
 
 
-def _pair_from_transcripts(chosen: str, rejected: str, where: str) -> PreferencePair:
-    chosen_prompt, chosen_answer = _split_transcript(chosen, where, "chosen")
-    rejected_prompt, rejected_answer = _split_transcript(rejected, where, "rejected")
+def _pair_from_transcripts(chosen: str, rejected: str) -> PreferencePair:
+    chosen_prompt, chosen_answer = _split_transcript(chosen, "chosen")
+    rejected_prompt, rejected_answer = _split_transcript(rejected, "rejected")
     if chosen_prompt != rejected_prompt:
-        raise PreferenceDataError(
-            f"{where}: the transcripts in 'chosen' and 'rejected' differ before their last '\\n\\nAssistant:' turn, "
+        raise RowError(
+            f"the transcripts in 'chosen' and 'rejected' differ before their last '\\n\\nAssistant:' turn, "
             "so they share no prompt"
         )
     return PreferencePair(chosen_prompt, chosen_answer, rejected_answer)
 
 
-def _split_transcript(text: str, where: str, column: str) -> tuple[tuple[Message, ...], str]:
+def _split_transcript(text: str, column: str) -> tuple[tuple[Message, ...], str]:
     """'\\n\\nHuman: hi\\n\\nAssistant: hello' -> ((user 'hi',), 'hello')."""
     pieces = _HH_TURN.split(text)
     if len(pieces) < 5 or pieces[-2] != "Assistant":
-        raise PreferenceDataError(
-            f"{where}: column {column!r} has no prompt: expected a string 'prompt' column or an Anthropic-HH "
+        raise RowError(
+            f"column {column!r} has no prompt: expected a string 'prompt' column or an Anthropic-HH "
             "transcript ('\\n\\nHuman: ...\\n\\nAssistant: ...')"
         )
     roles = {"Human": "user", "Assistant": "assistant"}
@@ -98,44 +101,59 @@ def _split_transcript(text: str, where: str, column: str) -> tuple[tuple[Message
     return tuple(turns), pieces[-1].strip()
 
 
-def _prompt_messages(prompt: Any, where: str) -> tuple[Message, ...]:
+def _prompt_messages(prompt: Any) -> tuple[Message, ...]:
     if isinstance(prompt, str):
         return (Message("user", prompt, masked=True),)
     if isinstance(prompt, list):
-        return tuple(_messages(prompt, where, "prompt"))
-    raise PreferenceDataError(f"{where}: column 'prompt' must be text or a message list, got {type(prompt).__name__}")
+        return tuple(_messages(prompt, "prompt"))
+    raise RowError(f"column 'prompt' must be text or a message list, got {type(prompt).__name__}")
 
 
-def _messages(items: list, where: str, column: str) -> list[Message]:
+def _messages(items: list, column: str) -> list[Message]:
     messages = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or "role" not in item or "content" not in item:
-            raise PreferenceDataError(f"{where}: {column}[{i}] is not a {{role, content}} message")
+            raise RowError(f"{column}[{i}] is not a {{role, content}} message")
         try:
             messages.append(Message(item["role"], item["content"], masked=True))
         except ValueError as err:
-            raise PreferenceDataError(f"{where}: {column}[{i}]: {err}") from None
+            raise RowError(f"{column}[{i}]: {err}") from None
     return messages
 
 
-def _check(pair: PreferencePair, where: str) -> None:
+def _check(pair: PreferencePair) -> None:
     for column, answer in (("chosen", pair.chosen), ("rejected", pair.rejected)):
         if not answer.strip():
-            raise PreferenceDataError(f"{where}: column {column!r} has an empty answer: drop the row or fill it")
+            raise RowError(f"column {column!r} has an empty answer: drop the row or fill it")
     if pair.chosen == pair.rejected:
-        raise PreferenceDataError(f"{where}: 'chosen' and 'rejected' are the same answer, so the pair teaches nothing: drop the row")
+        raise RowError(f"'chosen' and 'rejected' are the same answer, so the pair teaches nothing: drop the row")
 
 
-def tokenize_pair(tokenizer: Any, pair: PreferencePair) -> Optional[dict[str, list[int]]]:
-    """Both sequences through the tokenizer's own chat formatting, labels on the answer (and its end token)
-    only; None when truncation leaves either answer nothing to score."""
-    sample = {}
+def tokenize_pair(tokenizer: Any, pair: PreferencePair, stats: DataStats) -> Optional[dict[str, list[int]]]:
+    """Both sequences through the tokenizer's own formatting, labels on the answer (and its end token) only.
+
+    A side longer than `tokenizer.max_seq_len` keeps its answer and loses prompt first (oldest turns, then
+    the prompt's start); the pair is dropped (None) when an answer alone is too long. Counted in `stats`.
+    """
+    limit = tokenizer.max_seq_len
+    sample: dict[str, list[int]] = {}
+    truncated = False
     for side, answer in (("chosen", pair.chosen), ("rejected", pair.rejected)):
-        tokens, mask = tokenizer.tokenize_messages([*pair.prompt, Message("assistant", answer)])
+        messages = [*pair.prompt, Message("assistant", answer)]
+        tokens, mask = tokenizer.tokenize_messages(messages, truncate=False)
+        if limit is not None and len(tokens) > limit:
+            fitted = fit_keeping_answer(messages, tokenizer, limit)
+            if fitted is None:
+                stats.dropped_too_long += 1
+                return None
+            (tokens, mask), truncated = fitted, True
         labels = [CROSS_ENTROPY_IGNORE_IDX if masked else token for token, masked in zip(tokens, mask)]
-        if all(label == CROSS_ENTROPY_IGNORE_IDX for label in labels[1:]):
-            return None
         sample[f"{side}_tokens"], sample[f"{side}_labels"] = tokens, labels
+    stats.truncated += truncated
+    stats.samples += 1
+    for side in ("chosen", "rejected"):
+        stats.tokens += len(sample[f"{side}_tokens"])
+        stats.trained_tokens += sum(label != CROSS_ENTROPY_IGNORE_IDX for label in sample[f"{side}_labels"][1:])
     return sample
 
 
