@@ -1,5 +1,5 @@
 """One preference-tuning forward: the policy's and the reference's log-probabilities of a batch of pairs,
-and the preference loss between them.
+and the preference loss between them, with the reward metrics summed for logging.
 
 The reference is the policy's own weights, never a second model: the base with the adapters switched off,
 or, when the run starts from an existing (SFT) adapter, the base with that starting adapter swapped in
@@ -62,21 +62,49 @@ def _split(logps: CompletionLogps) -> tuple[CompletionLogps, CompletionLogps]:
     return CompletionLogps(logps.total[:n], logps.num_tokens[:n]), CompletionLogps(logps.total[n:], logps.num_tokens[n:])
 
 
-def preference_forward(
-    model: nn.Module,
-    batch: dict[str, torch.Tensor],
-    loss_fn: ChunkedCrossEntropyLoss,
-    preference: PreferenceLoss,
-    reference: ReferencePolicy,
-    device: torch.device,
-) -> tuple[torch.Tensor, PreferenceStats]:
-    """(loss summed over the batch's pairs, per-pair stats) of one collated preference batch
-    (`tokens`, `labels`: [2 * pairs, s], chosen rows first)."""
-    tokens = batch["tokens"].to(device, non_blocking=True)
-    labels = batch["labels"].to(device, non_blocking=True)
-    reference_logps = (None, None)
-    if preference.needs_reference:
-        with torch.no_grad(), reference.active():
-            reference_logps = _split(completion_logps(model, tokens, labels, loss_fn))
-    policy = _split(completion_logps(model, tokens, labels, loss_fn))
-    return preference(*policy, *reference_logps)
+class PreferenceObjective:
+    """What a preference-tuning step minimises, called like the SFT forward: `(model, batch, device) ->
+    (loss summed over the batch's pairs, number of pairs)`, so the training loop's accumulation, rank
+    reduction and logging serve DPO as they serve SFT. The reward and log-prob metrics of the pairs seen
+    since the last `pop_metrics` are summed on the device (no host sync per step).
+
+    Args:
+        loss: the preference loss (DPO, IPO or SimPO).
+        reference: the reference policy (unused by SimPO).
+        token_loss: the chunked cross-entropy that scores each completion's tokens.
+    """
+
+    def __init__(self, loss: PreferenceLoss, reference: ReferencePolicy, token_loss: Optional[ChunkedCrossEntropyLoss] = None) -> None:
+        self.loss, self.reference = loss, reference
+        self.token_loss = token_loss or ChunkedCrossEntropyLoss()
+        self._sums: dict[str, torch.Tensor] = {}
+        self._pairs = 0
+
+    def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        """batch: `tokens`, `labels` [2 * pairs, s], chosen rows first (see `collate_preference`)."""
+        tokens = batch["tokens"].to(device, non_blocking=True)
+        labels = batch["labels"].to(device, non_blocking=True)
+        reference_logps = (None, None)
+        if self.loss.needs_reference:
+            with torch.no_grad(), self.reference.active():
+                reference_logps = _split(completion_logps(model, tokens, labels, self.token_loss))
+        policy = _split(completion_logps(model, tokens, labels, self.token_loss))
+        loss_sum, stats = self.loss(*policy, *reference_logps)
+        for name, value in stats.metric_sums().items():
+            self._sums[name] = self._sums.get(name, 0) + value
+        pairs = tokens.size(0) // 2
+        self._pairs += pairs
+        return loss_sum, torch.tensor(pairs, device=device)
+
+    def pop_metrics(self, world_size: int = 1) -> dict[str, float]:
+        """Means over every pair seen since the last call (over all ranks when `world_size` > 1; every rank
+        must call it then), under TRL's names; starts a new window."""
+        if not self._sums:
+            return {}
+        names = sorted(self._sums)
+        totals = torch.stack([self._sums[n].float() for n in names] + [torch.tensor(float(self._pairs), device=self._sums[names[0]].device)])
+        if world_size > 1:
+            torch.distributed.all_reduce(totals)
+        self._sums, self._pairs = {}, 0
+        values = (totals[:-1] / totals[-1].clamp(min=1)).tolist()
+        return dict(zip(names, values))

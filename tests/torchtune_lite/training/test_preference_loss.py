@@ -15,7 +15,8 @@ from torchtune_lite.modules.peft import adapters_disabled
 from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
 from torchtune_lite.training.completion_logps import completion_logps
 from torchtune_lite.training.loss import IGNORE_INDEX, ChunkedCrossEntropyLoss
-from torchtune_lite.training.preference_loss import CompletionLogps, PreferenceLoss
+from torchtune_lite.training.preference_loss import PreferenceLoss
+from torchtune_lite.training.preference_step import PreferenceObjective, ReferencePolicy
 
 trl = pytest.importorskip("trl")
 import datasets  # noqa: E402
@@ -96,15 +97,13 @@ def test_first_step_matches_trl(adapted, kind):
     model, adapter_dir = adapted
     logged, rows = _trl_first_step(adapter_dir, kind)
     tokens, labels = _rows(rows, kind)
-    loss_fn, preference = ChunkedCrossEntropyLoss(), PreferenceLoss(kind, beta=BETA)
+    objective = PreferenceObjective(PreferenceLoss(kind, beta=BETA), ReferencePolicy(model))
     with torch.no_grad():
-        policy = completion_logps(model, tokens, labels, loss_fn)
+        loss_sum, pairs = objective(model, {"tokens": tokens, "labels": labels}, torch.device("cpu"))
+        policy = completion_logps(model, tokens, labels, ChunkedCrossEntropyLoss())
         with adapters_disabled(model):
-            reference = completion_logps(model, tokens, labels, loss_fn)
-    n = len(PAIRS)
-    split = lambda lp: (CompletionLogps(lp.total[:n], lp.num_tokens[:n]), CompletionLogps(lp.total[n:], lp.num_tokens[n:]))  # noqa: E731
-    loss_sum, stats = preference(*split(policy), *split(reference))
-    assert policy.total.abs().sum() > 0 and not torch.allclose(policy.total, reference.total)  # the adapter matters
-    ours = {"loss": float(loss_sum) / n, **{k: float(v) / n for k, v in stats.metric_sums().items()}}
+            base = completion_logps(model, tokens, labels, ChunkedCrossEntropyLoss())
+    assert int(pairs) == len(PAIRS) and not torch.allclose(policy.total, base.total)  # the adapter matters
+    ours = {"loss": float(loss_sum) / len(PAIRS), **objective.pop_metrics()}
     for key in ("loss", *METRICS):
         assert ours[key] == pytest.approx(float(logged[key]), abs=1e-4, rel=1e-4), key

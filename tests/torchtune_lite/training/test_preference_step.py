@@ -3,6 +3,7 @@ in otherwise; the parameters come back unchanged, and only the policy pass carri
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from torchtune_lite.models.llama2 import llama2, lora_llama2
@@ -10,7 +11,7 @@ from torchtune_lite.modules.peft import get_adapter_params, set_trainable_params
 from torchtune_lite.training.completion_logps import completion_logps
 from torchtune_lite.training.loss import IGNORE_INDEX, ChunkedCrossEntropyLoss
 from torchtune_lite.training.preference_loss import PreferenceLoss
-from torchtune_lite.training.preference_step import ReferencePolicy, preference_forward
+from torchtune_lite.training.preference_step import PreferenceObjective, ReferencePolicy
 
 SIZES = dict(vocab_size=64, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, intermediate_dim=48, max_seq_len=32)
 
@@ -67,11 +68,16 @@ def test_start_adapter_reference_survives_training_and_restores_parameters():
 
 def test_only_the_policy_pass_carries_gradients():
     lora, _ = _models()
-    loss_sum, stats = preference_forward(lora, _batch(), ChunkedCrossEntropyLoss(), PreferenceLoss("dpo", beta=0.5),
-                                         ReferencePolicy(lora), torch.device("cpu"))
+    objective = PreferenceObjective(PreferenceLoss("dpo", beta=0.5), ReferencePolicy(lora))
+    loss_sum, pairs = objective(lora, _batch(), torch.device("cpu"))
+    assert int(pairs) == 2
     loss_sum.backward()
     grads = {name: p.grad for name, p in lora.named_parameters() if p.grad is not None}
     assert grads and set(grads) == set(get_adapter_params(lora))
     assert all(g.abs().sum() > 0 for name, g in grads.items() if "lora_b" in name)
     # rewards are beta * (policy - reference) per pair, so a non-zero adapter gives non-zero rewards
-    assert stats.chosen_rewards.shape == (2,) and stats.chosen_rewards.abs().sum() > 0
+    first = objective.pop_metrics()
+    assert set(first) == {"rewards/chosen", "rewards/rejected", "rewards/accuracies", "rewards/margins", "logps/chosen", "logps/rejected"}
+    assert first["rewards/chosen"] != 0 and first["rewards/margins"] == pytest.approx(first["rewards/chosen"] - first["rewards/rejected"])
+    objective(lora, _batch(), torch.device("cpu"))  # the window restarts: the same batch gives the same means
+    assert objective.pop_metrics() == pytest.approx(first) and objective.pop_metrics() == {}
