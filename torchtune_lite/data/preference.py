@@ -67,11 +67,11 @@ def _pair_from_message_lists(chosen: list, rejected: list, prompt: Any) -> Prefe
     if prompt is not None:  # the lists are the answers; the prompt comes separately
         shared = (*_prompt_messages(prompt), *chosen_msgs[:-1])
         if chosen_msgs[:-1] != rejected_msgs[:-1]:
-            raise RowError(f"'chosen' and 'rejected' differ before their last message")
+            raise RowError("'chosen' and 'rejected' differ before their last message")
         return PreferencePair(shared, chosen_msgs[-1].content, rejected_msgs[-1].content)
     if chosen_msgs[:-1] != rejected_msgs[:-1]:
         raise RowError(
-            f"the conversations in 'chosen' and 'rejected' differ before their last assistant message, "
+            "the conversations in 'chosen' and 'rejected' differ before their last assistant message, "
             "so they share no prompt: give a separate 'prompt' column or fix the row"
         )
     return PreferencePair(tuple(chosen_msgs[:-1]), chosen_msgs[-1].content, rejected_msgs[-1].content)
@@ -82,7 +82,7 @@ def _pair_from_transcripts(chosen: str, rejected: str) -> PreferencePair:
     rejected_prompt, rejected_answer = _split_transcript(rejected, "rejected")
     if chosen_prompt != rejected_prompt:
         raise RowError(
-            f"the transcripts in 'chosen' and 'rejected' differ before their last '\\n\\nAssistant:' turn, "
+            "the transcripts in 'chosen' and 'rejected' differ before their last '\\n\\nAssistant:' turn, "
             "so they share no prompt"
         )
     return PreferencePair(chosen_prompt, chosen_answer, rejected_answer)
@@ -126,7 +126,7 @@ def _check(pair: PreferencePair) -> None:
         if not answer.strip():
             raise RowError(f"column {column!r} has an empty answer: drop the row or fill it")
     if pair.chosen == pair.rejected:
-        raise RowError(f"'chosen' and 'rejected' are the same answer, so the pair teaches nothing: drop the row")
+        raise RowError("'chosen' and 'rejected' are the same answer, so the pair teaches nothing: drop the row")
 
 
 def tokenize_pair(tokenizer: Any, pair: PreferencePair, stats: DataStats) -> Optional[dict[str, list[int]]]:

@@ -18,7 +18,7 @@ from torch import nn
 from torchtune_lite.modules.peft import adapters_disabled, get_adapter_params
 from torchtune_lite.training.completion_logps import completion_logps
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
-from torchtune_lite.training.preference_loss import CompletionLogps, PreferenceLoss, PreferenceStats
+from torchtune_lite.training.preference_loss import CompletionLogps, PreferenceLoss
 
 
 class ReferencePolicy:
