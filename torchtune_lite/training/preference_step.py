@@ -74,6 +74,8 @@ class PreferenceObjective:
         token_loss: the chunked cross-entropy that scores each completion's tokens.
     """
 
+    count_unit = "pairs"  # the loop logs pairs_per_second
+
     def __init__(self, loss: PreferenceLoss, reference: ReferencePolicy, token_loss: Optional[ChunkedCrossEntropyLoss] = None) -> None:
         self.loss, self.reference = loss, reference
         self.token_loss = token_loss or ChunkedCrossEntropyLoss()
