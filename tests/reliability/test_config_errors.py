@@ -57,6 +57,8 @@ BAD_VALUES = [
     ("data-file", ["dataset.data_files=/no/such/data.json"], {}, 1, "error: dataset.data_files /no/such/data.json does not exist"),
     ("val-data-file", ["dataset_val.data_files=/no/such/val.json"], {}, 1, "error: dataset_val.data_files /no/such/val.json does not exist"),
     ("tokenizer-path", ["tokenizer.path=/no/such/tokenizer.model"], {}, 1, "error: tokenizer.path /no/such/tokenizer.model does not exist"),
+    ("column-map-colon", ["dataset.column_map={output:instances}"], {}, 1,
+     "error: dataset.column_map entry 'output:instances' is malformed (no space after the colon): write {output: instances}"),
     ("optimizer-case", ["optimizer._component_=torch.optim.Adamw"], {}, 2, "(did you mean 'AdamW'?)"),
     ("wandb-no-login", ["metric_logger._component_=torchtune_lite.training.WandBLogger"], {"WANDB_MODE": None, "WANDB_API_KEY": None}, 1,
      "error: metric_logger WandBLogger has no W&B login"),
@@ -108,3 +110,34 @@ def test_swapping_a_component_drops_the_keys_the_new_one_does_not_take(swap, hf_
     refused = tune("validate", CONFIG, *args, "metric_logger.log_dir=/tmp/x")
     assert refused.returncode == 2
     assert refused.error_lines == ["error: metric_logger.log_dir: torchtune_lite.training.StdoutLogger does not accept 'log_dir'"]
+
+
+# (id, dataset overrides, the file's rows, the error after "<file> row N: "). Checked when the data set is
+# built, which comes before the model: a bad row costs seconds, not a 7B build.
+BAD_DATA = [
+    ("non-string", ["dataset._component_=torchtune_lite.datasets.instruct_dataset"],
+     [{"instruction": "a", "output": "b"}, {"instruction": "a", "output": 3}],
+     "row 2: column 'output' holds an int (3) where text is expected: store it as a string in the file"),
+    ("unknown-role", ["dataset._component_=torchtune_lite.datasets.sharegpt_dataset", "~dataset.train_on_input"],
+     [{"conversations": [{"from": "prompter", "value": "hi"}, {"from": "gpt", "value": "yo"}]}],
+     "row 1: column 'conversations' turn 0: unknown role 'prompter'"),
+    ("empty-conversation", ["dataset._component_=torchtune_lite.datasets.chat_dataset", "~dataset.train_on_input"],
+     [{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "yo"}]}, {"messages": []}],
+     "row 2: column 'messages' is an empty conversation: remove the row"),
+]
+
+
+@pytest.mark.parametrize("overrides, rows, message", [case[1:] for case in BAD_DATA], ids=[case[0] for case in BAD_DATA])
+def test_a_bad_row_is_one_line_naming_file_row_and_key_before_the_build(overrides, rows, message, hf_checkpoint, tmp_path):
+    import json
+
+    data = tmp_path / "data.jsonl"
+    data.write_text("\n".join(json.dumps(row) for row in rows) + "\n")
+    out = tmp_path / "out"
+    ran = tune("run", RECIPE, "--config", CONFIG, *tiny_overrides(hf_checkpoint, out), *overrides,
+               f"dataset.data_files={data}", "dataset_val=null", "run_val_every_n_steps=null")
+    assert ran.returncode == 1, ran.stderr
+    assert message in ran.error_lines[0], ran.stderr
+    assert len(ran.error_lines) == 1 and ran.error_lines[0].startswith(f"error: {data} row ")
+    assert "Model ready" not in ran.stdout
+    assert not out.exists() or not any(out.iterdir())  # at most the empty folder the run made: nothing written

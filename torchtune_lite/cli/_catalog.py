@@ -19,6 +19,8 @@ _LORA_CONFIGS = (
     "hf/qlora", "hf/lora",
 )
 
+_DPO_CONFIGS = ("tiny/qlora_dpo", "tiny/lora_dpo")
+
 
 @dataclass(frozen=True)
 class Recipe:
@@ -38,6 +40,8 @@ class Recipe:
 RECIPES: tuple[Recipe, ...] = (
     Recipe("lora_finetune_single_device", "lora_finetune_single_device.py", _LORA_CONFIGS),
     Recipe("lora_finetune_distributed", "lora_finetune_distributed.py", _LORA_CONFIGS),
+    Recipe("lora_dpo_single_device", "lora_dpo_single_device.py", _DPO_CONFIGS),
+    Recipe("lora_dpo_distributed", "lora_dpo_distributed.py", _DPO_CONFIGS),
     Recipe("full_finetune_single_device", "full_finetune_single_device.py", ("tiny/pretrain",)),
     Recipe("generate", "generate.py", ("generation",)),
     Recipe("eval", "eval.py", ("eval",)),

@@ -1,4 +1,4 @@
-"""Messages, prompt templates, file loading, splits, collate and packing."""
+"""Messages, prompt templates, loading through `datasets`, column maps, conversations, collate and packing."""
 
 from torchtune_lite.data.collate import (
     CROSS_ENTROPY_IGNORE_IDX,
@@ -15,7 +15,6 @@ from torchtune_lite.data.prompt_templates import (
     format_alpaca_prompt,
     llama2_chat_template,
 )
-from torchtune_lite.data.splits import SplitError, select_split
 
 __all__ = [
     "CROSS_ENTROPY_IGNORE_IDX",
@@ -24,12 +23,10 @@ __all__ = [
     "PROMPT_TEMPLATES",
     "PackedDataset",
     "PromptTemplate",
-    "SplitError",
     "block_causal_mask",
     "format_alpaca_prompt",
     "llama2_chat_template",
     "load_rows",
     "padded_collate_packed",
     "padded_collate_sft",
-    "select_split",
 ]

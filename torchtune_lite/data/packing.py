@@ -5,6 +5,7 @@ from __future__ import annotations
 from torch.utils.data import Dataset
 
 from torchtune_lite.data.collate import CROSS_ENTROPY_IGNORE_IDX
+from torchtune_lite.data.stats import DataStats, summary_line
 
 
 class PackedDataset(Dataset):
@@ -18,7 +19,9 @@ class PackedDataset(Dataset):
 
     def __init__(self, ds: Dataset, max_seq_len: int, padding_idx: int = 0) -> None:
         self.max_seq_len = max_seq_len
+        self.stats = getattr(ds, "stats", None)  # the packed samples' counts, for the setup summary
         self.rows: list[dict] = []
+        self.samples = self.real_tokens = 0
         row = self._empty()
         for i in range(len(ds)):
             sample = ds[i]
@@ -27,6 +30,7 @@ class PackedDataset(Dataset):
                 self._finish(row, padding_idx)
                 row = self._empty()
             row["tokens"] += tokens
+            self.samples, self.real_tokens = self.samples + 1, self.real_tokens + len(tokens)
             row["labels"] += [CROSS_ENTROPY_IGNORE_IDX] + labels[1:]
             row["input_pos"] += list(range(len(tokens)))
             row["seq_lens"].append(len(tokens))
@@ -51,3 +55,8 @@ class PackedDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict:
         return self.rows[index]
+
+    def summary(self, batch_size: int) -> str:
+        """One line for the setup log: the samples' counts and how full the packed rows are."""
+        stats = self.stats or DataStats(rows=self.samples, samples=self.samples, tokens=self.real_tokens)
+        return summary_line(stats, packed_rows=len(self.rows), max_seq_len=self.max_seq_len, packed_tokens=self.real_tokens)

@@ -30,8 +30,10 @@ def format_alpaca_prompt(instruction: str, input: str = "") -> str:
 
 
 def llama2_chat_template(messages: Sequence[Message]) -> list[Message]:
-    """Meta's Llama-2-chat layout: each user turn becomes `[INST] {user} [/INST]`, and a system message
-    is folded into the next user turn as `<<SYS>>\\n{system}\\n<</SYS>>\\n\\n` (it takes the user turn's mask)."""
+    """Meta's Llama-2-chat layout: each user turn becomes `[INST] {user} [/INST]` and each answer
+    `{answer} ` (Meta's reference ends it with a space before EOS); a system message is folded into the
+    next user turn as `<<SYS>>\\n{system}\\n<</SYS>>\\n\\n` (it takes the user turn's mask). The tokenizer
+    starts each exchange with BOS, as Meta's `chat_completion` encodes every (user, answer) pair alone."""
     out: list[Message] = []
     system = None
     for message in messages:
@@ -41,13 +43,15 @@ def llama2_chat_template(messages: Sequence[Message]) -> list[Message]:
             content = message.content
             if system is not None:
                 content = f"<<SYS>>\n{system.content}\n<</SYS>>\n\n{content}"
-            out.append(Message("user", f"[INST] {content} [/INST]", masked=message.masked))
+            out.append(Message("user", f"[INST] {content.strip()} [/INST]", masked=message.masked))
             system = None
         else:
-            out.append(message)
+            out.append(Message("assistant", f"{message.content.strip()} ", masked=message.masked))
     if system is not None:  # a trailing system message with no user turn after it stays as it was
         out.append(system)
     return out
 
+
+llama2_chat_template.bos_per_exchange = True  # type: ignore[attr-defined]
 
 PROMPT_TEMPLATES: dict[str, PromptTemplate] = {"llama2_chat": llama2_chat_template}

@@ -1,51 +1,64 @@
-"""Chat data: OpenAI-style lists of {"role", "content"} messages."""
+"""Chat data: OpenAI `messages`, ShareGPT `conversations` (with a role map), or any layout through `transform`."""
 
 from __future__ import annotations
 
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
-from torchtune_lite.data import Message, PackedDataset
-from torchtune_lite.data.file_loading import DataFileError
-from torchtune_lite.data.messages import ROLES
-from torchtune_lite.datasets._sft import SFTDataset, maybe_pack, read_rows
+from torchtune_lite.data import Message, PackedDataset, load_rows
+from torchtune_lite.data.columns import lookup
+from torchtune_lite.data.conversations import (
+    STYLES,
+    Transform,
+    check_role_map,
+    import_transform,
+    transformed_messages,
+    turns_to_messages,
+)
+from torchtune_lite.datasets._sft import SFTDataset, maybe_pack
 
 
 def chat_dataset(
     tokenizer,
     *,
     source: str = "json",
-    data_files: str,
+    data_files: Any = None,
     split: str = "train",
-    conversation_column: str = "messages",
+    conversation_column: Optional[str] = None,
+    conversation_style: str = "openai",
+    role_map: Optional[dict[str, str]] = None,
+    transform: Union[str, Transform, None] = None,
     train_on_input: bool = False,
     new_system_prompt: Optional[str] = None,
     packed: bool = False,
 ) -> Union[SFTDataset, PackedDataset]:
-    """Only assistant turns are trained on unless `train_on_input`. `new_system_prompt` replaces the
-    conversation's own system messages and is never trained on; `split` slices the file (`"train[:90%]"`)."""
+    """Multi-turn chats; only assistant turns train (in every turn) unless `train_on_input`.
+
+    `conversation_style`: `openai` reads `messages: [{role, content}]`; `sharegpt` reads
+    `conversations: [{from, value}]` with roles system/human/gpt, plus `role_map` (`{prompter: user}`).
+    `conversation_column` names another column (or path). `transform`: a function (or its dotted path,
+    `my_module.to_messages`) from a row to `[{role, content}, ...]`, for any other layout.
+    `new_system_prompt` replaces the conversation's own system turns and never trains.
+    """
+    if conversation_style not in STYLES:
+        raise ValueError(f"dataset.conversation_style={conversation_style!r} is unknown: use one of {sorted(STYLES)}")
+    roles = check_role_map(role_map)
+    transform_fn = import_transform(transform)
     check_chat_template = getattr(tokenizer, "check_can_render_chats", None)
     if check_chat_template is not None:  # before reading any data: a model folder without a chat template
         check_chat_template()
-    rows = read_rows(source, data_files, split, [conversation_column])
+    column = conversation_column or ("messages" if conversation_style == "openai" else "conversations")
+    rows = load_rows(source, data_files, split=split)
 
     def to_messages(row: dict) -> list[Message]:
-        turns = row[conversation_column]
-        if not isinstance(turns, list):
-            raise DataFileError(
-                f"{data_files}: {conversation_column} must be a list of {{role, content}} objects, got {type(turns).__name__}"
-            )
-        messages = [Message("system", new_system_prompt, masked=True)] if new_system_prompt else []
-        for turn in turns:
-            if not isinstance(turn, dict) or "content" not in turn:
-                raise DataFileError(
-                    f"{data_files}: each turn in {conversation_column} must be an object with role and content, got {turn!r}"
-                )
-            role = turn.get("role")
-            if role not in ROLES:
-                raise DataFileError(f"{data_files}: unknown role {role!r} in {conversation_column}: use one of {ROLES}")
-            if role == "system" and new_system_prompt:
-                continue
-            messages.append(Message(role, str(turn["content"]), masked=role != "assistant" and not train_on_input))
-        return messages
+        if transform_fn is not None:
+            return transformed_messages(row, transform_fn, train_on_input=train_on_input, new_system_prompt=new_system_prompt)
+        return turns_to_messages(lookup(row, column, "dataset.conversation_column"), column=column, style=conversation_style, role_map=roles,
+                                 train_on_input=train_on_input, new_system_prompt=new_system_prompt)
 
-    return maybe_pack(SFTDataset(rows, to_messages, tokenizer, name=str(data_files)), tokenizer, packed)
+    return maybe_pack(SFTDataset(rows, to_messages, tokenizer, name=str(data_files or source)), tokenizer, packed)
+
+
+def sharegpt_dataset(tokenizer, *, role_map: Optional[dict[str, str]] = None, **kwargs: Any) -> Union[SFTDataset, PackedDataset]:
+    """ShareGPT files (`conversations: [{from, value}]`): `chat_dataset` with `conversation_style="sharegpt"`."""
+    return chat_dataset(tokenizer, conversation_style="sharegpt", role_map=role_map, **kwargs)
+

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Union
+from typing import Any, Union
 
 from torchtune_lite.data import Message, PackedDataset, load_rows
-from torchtune_lite.data.file_loading import check_columns
-from torchtune_lite.data.splits import select_split
+from torchtune_lite.data.columns import text_at
 from torchtune_lite.datasets._sft import SFTDataset, maybe_pack
 
 
@@ -14,19 +13,20 @@ def text_completion_dataset(
     tokenizer,
     *,
     source: str = "text",
-    data_files: str,
+    data_files: Any = None,
     split: str = "train",
     column: str = "text",
     packed: bool = False,
     add_eos: bool = True,
 ) -> Union[SFTDataset, PackedDataset]:
-    """One sample per row; with `source="text"`, one sample per blank-line-separated paragraph.
-    `split` slices the samples (paragraphs for text files): `"train[:95%]"`, `"train[95%:]"`."""
-    rows = load_rows(source, data_files)
-    if source == "text":
-        rows = [{"text": part.strip()} for part in rows[0]["text"].split("\n\n") if part.strip()]
-    rows = select_split(rows, split)
-    check_columns(rows, [column], data_files)
+    """One sample per row; with `source="text"`, one sample per blank-line-separated paragraph. `split`
+    slices the samples (`"train[:95%]"`, `"train[95%:]"`); a sample longer than max_seq_len is cut at its end."""
+    options = {"sample_by": "paragraph", "keep": lambda row: bool(row["text"].strip())} if source == "text" else {}
+    rows = load_rows(source, data_files, split=split, **options)
     role = "assistant" if add_eos else "user"  # the tokenizer appends EOS after assistant turns
-    ds = SFTDataset(rows, lambda row: [Message(role, str(row[column]))], tokenizer, name=str(data_files))
-    return maybe_pack(ds, tokenizer, packed)
+
+    def to_messages(row: dict) -> list[Message]:
+        return [Message(role, text_at(row, column, setting="dataset.column").strip())]
+
+    return maybe_pack(SFTDataset(rows, to_messages, tokenizer, name=str(data_files or source), keep_answer=False),
+                      tokenizer, packed)

@@ -13,6 +13,7 @@ from torchtune_lite.training.data_loading import build_dataloader, epoch_batches
 from torchtune_lite.training.device import get_device
 from torchtune_lite.training.gradients import clip_grad_norm_, scale_grads
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
+from torchtune_lite.training.preference_loss import PreferenceLoss
 from torchtune_lite.training.lr_schedulers import get_constant_schedule_with_warmup, get_cosine_schedule_with_warmup
 from torchtune_lite.training.memory import format_memory_stats, get_memory_stats, reset_peak_memory_stats
 from torchtune_lite.training.metric_logging import DiskLogger, StdoutLogger, TensorBoardLogger, WandBLogger
@@ -21,6 +22,7 @@ from torchtune_lite.training.seed import get_rng_state, set_rng_state, set_seed
 
 __all__ = [
     "ChunkedCrossEntropyLoss",
+    "PreferenceLoss",
     "DiskLogger",
     "FullModelHFCheckpointer",
     "FullModelMetaCheckpointer",

@@ -17,6 +17,7 @@ from omegaconf import DictConfig, ListConfig
 from torchtune_lite import config
 from torchtune_lite.config import ConfigError
 from torchtune_lite.config._errors import did_you_mean
+from torchtune_lite.data.columns import check_column_map
 from torchtune_lite.data.file_loading import check_data_files
 from torchtune_lite.modules.peft import LORA_ATTN_MODULES
 from torchtune_lite.training.device import check_device_name
@@ -84,6 +85,8 @@ def check_component_files(cfg: DictConfig) -> None:
         node: Optional[DictConfig] = cfg.get(key)
         if node is not None and node.get("data_files") is not None:
             check_data_files(node.get("source", "json"), node.data_files, key=f"{key}.data_files")
+        if node is not None and "column_map" in node:  # `{output:instances}` parses to {"output:instances": None}
+            check_column_map(node.column_map, None, key=f"{key}.column_map")
 
 
 def check_metric_logger(node: Optional[DictConfig]) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 
@@ -40,10 +40,15 @@ def evaluate_loss(
     device: torch.device,
     loss_fn: Optional[torch.nn.Module] = None,
     max_batches: Optional[int] = None,
+    forward: Optional[Callable[[torch.nn.Module, dict, torch.device], tuple[torch.Tensor, torch.Tensor]]] = None,
 ) -> EvalResult:
     """Token-weighted mean loss over `batches` (collated `tokens`/`labels` [b, s], optional `mask`, `input_pos`),
-    every token weighing the same as in training. The model is left in the mode it was in."""
+    every token weighing the same as in training. The model is left in the mode it was in.
+
+    `forward(model, batch, device) -> (summed loss, count)` replaces the token loss for other objectives
+    (preference tuning: the mean is then per pair)."""
     loss_fn = loss_fn or ChunkedCrossEntropyLoss()
+    forward = forward or (lambda model, batch, device: forward_loss(model, loss_fn, batch, device))
     was_training = model.training
     model.eval()
     loss_sum, tokens, count = 0.0, 0, 0
@@ -51,7 +56,7 @@ def evaluate_loss(
         for batch in batches:
             if max_batches is not None and count >= max_batches:
                 break
-            batch_loss, batch_tokens = forward_loss(model, loss_fn, batch, device)
+            batch_loss, batch_tokens = forward(model, batch, device)
             loss_sum += float(batch_loss)
             tokens += int(batch_tokens)
             count += 1

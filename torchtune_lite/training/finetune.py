@@ -140,6 +140,9 @@ class FinetuneRecipe:
         # Seeded only now: a resumed run keeps the seed it started with (its data order depends on it).
         self.seed = set_seed(seed_for_run(cfg.seed, checkpoint.get("recipe_state", {}).get("seed")))
         self.tokenizer = config.instantiate(cfg.tokenizer)
+        # The data first: a bad row is one error line before minutes of model building are spent.
+        self.dataset = config.instantiate(cfg.dataset, self.tokenizer)
+        dataset_val = config.instantiate(cfg.dataset_val, self.tokenizer) if cfg.dataset_val else None
 
         self.model = self.setup_model(checkpoint)
         assert_materialized(self.model)
@@ -147,7 +150,6 @@ class FinetuneRecipe:
         self.print(f"Model ready on {self.device} in {self.dtype}. Memory: {format_memory_stats(get_memory_stats(self.device))}")
         reset_peak_memory_stats(self.device)  # CUDA: the logged peaks are training's, not loading's
 
-        self.dataset = config.instantiate(cfg.dataset, self.tokenizer)
         self.dataloader, self.sampler = build_dataloader(
             self.dataset,
             batch_size=cfg.batch_size,
@@ -159,10 +161,13 @@ class FinetuneRecipe:
             pin_memory=self.device.type == "cuda",
         )
 
+        if hasattr(self.dataset, "summary"):  # samples, tokens, what was cut, padding or packing efficiency
+            self.print(self.dataset.summary(cfg.batch_size))
+
         self.val_dataloader = None
-        if cfg.dataset_val:
+        if dataset_val is not None:
             self.val_dataloader, _ = build_dataloader(
-                config.instantiate(cfg.dataset_val, self.tokenizer),
+                dataset_val,
                 batch_size=cfg.batch_size,
                 shuffle=False,
                 seed=self.seed,

@@ -9,6 +9,7 @@ checkpoint holds, how tensors are reduced across ranks) comes in through the con
 
 from __future__ import annotations
 
+import functools
 import math
 import signal
 import time
@@ -26,6 +27,9 @@ from torchtune_lite.training.loss import IGNORE_INDEX, shift_labels  # noqa: F40
 from torchtune_lite.training.gradients import clip_grad_norm_, scale_grads
 from torchtune_lite.training.memory import get_memory_stats
 from torchtune_lite.training.progress_bars import progress_bar
+
+Forward = Callable[[torch.nn.Module, dict, torch.device], tuple[torch.Tensor, torch.Tensor]]
+
 
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or inf; the run stops and keeps its last good checkpoint."""
@@ -96,6 +100,8 @@ class TrainLoop:
         world_size: int = 1,
         val_dataloader: Optional[Iterable] = None,
         after_first_step: Callable[[], None] = lambda: None,
+        forward: Optional[Forward] = None,
+        extra_metrics: Callable[[], dict[str, float]] = dict,
     ) -> None:
         self.model, self.loss_fn = model, loss_fn
         self.optimizer, self.lr_scheduler = optimizer, lr_scheduler
@@ -108,6 +114,10 @@ class TrainLoop:
         self.is_rank_zero, self.world_size = is_rank_zero, world_size
         self._signal = None
         self._after_first_step: Optional[Callable[[], None]] = after_first_step
+        # (model, batch, device) -> (summed loss, how many it is summed over): the SFT token loss by default;
+        # another objective (preference tuning) plugs in here and reports its own metrics via extra_metrics.
+        self.forward: Forward = forward or functools.partial(_token_loss, loss_fn)
+        self.extra_metrics = extra_metrics
         self.loss_history: list[float] = []
         self.step_seconds: list[float] = []  # wall time of each optimizer step run by this process
 
@@ -204,9 +214,11 @@ class TrainLoop:
                 metrics = {
                     "loss": losses[-1],
                     "lr": self.optimizer.param_groups[0]["lr"],
-                    "tokens_per_second": window.tokens_per_second(),
+                    # what the loss is averaged over, per second: tokens for SFT, pairs for preference tuning
+                    f"{getattr(self.forward, 'count_unit', 'tokens')}_per_second": window.tokens_per_second(),
                     "grad_norm": float(grad_norm),
                 }
+                metrics.update(self.extra_metrics())
                 if s.log_peak_memory_stats:
                     metrics.update(max_over_ranks(get_memory_stats(self.device), self.device))
                 if self.is_rank_zero:
@@ -223,8 +235,9 @@ class TrainLoop:
 
     def validation_loss(self) -> float:
         """Token-weighted mean loss over the validation loader, over all ranks' tokens."""
+        self.extra_metrics()  # close the training window: what validation adds is logged as val_*
         result = evaluate_loss(
-            self.model, self.val_dataloader, device=self.device, loss_fn=self.loss_fn, max_batches=self.settings.max_val_batches
+            self.model, self.val_dataloader, device=self.device, forward=self.forward, max_batches=self.settings.max_val_batches
         )
         if self.world_size == 1:
             return result.loss
@@ -234,11 +247,12 @@ class TrainLoop:
 
     def log_validation(self, step: int) -> None:
         val_loss = self.validation_loss()
+        extra = {f"val_{name}": value for name, value in self.extra_metrics().items()}
         if self.is_rank_zero:
-            self.metric_logger.log_dict({"val_loss": val_loss}, step=step)
+            self.metric_logger.log_dict({"val_loss": val_loss, **extra}, step=step)
 
     def _forward_backward(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
-        loss_sum, num_tokens = forward_loss(self.model, self.loss_fn, batch, self.device)
+        loss_sum, num_tokens = self.forward(self.model, batch, self.device)
         # Unnormalized backward: gradients are divided by the step's token count in _optimizer_step,
         # so every token weighs the same however tokens are spread over micro-batches (and ranks).
         loss_sum.backward()
@@ -269,6 +283,10 @@ class TrainLoop:
         # they all stop (and save) after the same step.
         stop = self.world_size == 1 and self._signal is not None
         return loss_sum.float() / total, grad_norm, num_tokens, stop
+
+
+def _token_loss(loss_fn: torch.nn.Module, model: torch.nn.Module, batch: dict, device: torch.device):
+    return forward_loss(model, loss_fn, batch, device)
 
 
 def _set_gradient_sync(model: torch.nn.Module, enabled: bool) -> None:

@@ -64,12 +64,12 @@ def test_unknown_role(tokenizer, write_json):
 
 def test_turn_without_content(tokenizer, write_json):
     rows = [{"messages": [{"role": "user", "text": "x"}]}]
-    with pytest.raises(DataFileError, match="role and content"):
+    with pytest.raises(DataFileError, match=r"c.json row 1: column 'messages' turn 0 has no 'content' \(found: \['role', 'text'\]\)"):
         chat_dataset(tokenizer, data_files=write_json("c.json", rows))
 
 
 def test_missing_conversation_column(tokenizer, write_json):
-    with pytest.raises(DataFileError, match=r"\['messages'\].*found \['conversations'\]"):
+    with pytest.raises(DataFileError, match=r"row 1: column 'messages': the row has no 'messages' \(found: \['conversations'\]\): fix the row or set dataset.conversation_column"):
         chat_dataset(tokenizer, data_files=write_json("c.json", [{"conversations": CONVERSATION}]))
 
 

@@ -59,34 +59,27 @@ def test_masked_labels_are_ignored_by_cross_entropy(tokenizer, write_json):
     torch.testing.assert_close(loss, manual)
 
 
-def test_truncation_counted_in_one_warning(make_tokenizer, write_json):
-    rows = [{"instruction": "Hi", "input": "", "output": "word " * 100}] * 3 + [ROWS[0]]
-    tokenizer = make_tokenizer(80)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        ds = instruct_dataset(tokenizer, data_files=write_json("d.json", rows))
-    messages = [str(w.message) for w in caught]
-    assert len(messages) == 1 and "3 of 4" in messages[0] and "truncated" in messages[0]
-    assert len(ds) == 4
-    assert all(len(s["tokens"]) <= 80 for s in ds) and len(ds[0]["tokens"]) == 80
-
-
-def test_all_masked_samples_skipped_and_counted(make_tokenizer, write_json):
-    long_prompt = {"instruction": "tell me " * 60, "input": "", "output": "Arr!"}
-    rows = [long_prompt, ROWS[0], long_prompt]
+def test_long_prompts_lose_their_start_and_long_answers_drop_in_one_warning(make_tokenizer, write_json):
+    long_prompt = {"instruction": "Hi", "input": "tell me " * 60, "output": "Arr!"}
+    long_answer = {"instruction": "Hi", "input": "", "output": "word " * 100}
+    rows = [long_prompt, ROWS[0], long_answer, long_prompt]
     tokenizer = make_tokenizer(64)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         ds = instruct_dataset(tokenizer, data_files=write_json("d.json", rows))
     messages = [str(w.message) for w in caught]
-    assert len(ds) == 1 and ds[0]["tokens"] == _expected(tokenizer, ROWS[0])[0]
-    skipped = [m for m in messages if "skipped" in m]
-    assert len(skipped) == 1 and "2 of 3" in skipped[0]
-    assert len([m for m in messages if "truncated" in m]) == 1
+    assert len(messages) == 1 and "2 of 4 samples were longer than max_seq_len=64 and were truncated" in messages[0]
+    assert "dropped 1 of 4 whose answer alone is longer" in messages[0]
+    assert len(ds) == 3 and ds[1]["tokens"] == _expected(tokenizer, ROWS[0])[0]
+    full, n_prompt = _expected(tokenizer, long_prompt)
+    answer = full[n_prompt:]
+    # BOS, then the prompt's last tokens, then the whole answer (trained, EOS included)
+    assert ds[0]["tokens"] == [tokenizer.bos_id] + full[n_prompt - (64 - 1 - len(answer)):n_prompt] + answer
+    assert ds[0]["labels"] == [IGN] * (64 - len(answer)) + answer
 
 
 def test_nothing_left_raises(make_tokenizer, write_json):
-    rows = [{"instruction": "tell me " * 60, "input": "", "output": "Arr!"}]
+    rows = [{"instruction": "Hi", "input": "", "output": "word " * 100}]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         with pytest.raises(ValueError, match="no samples left"):
@@ -116,12 +109,12 @@ def test_column_map_wins_over_a_same_named_column(tokenizer, write_json):
 
 
 def test_column_map_naming_a_missing_column(tokenizer, write_json):
-    with pytest.raises(DataFileError, match=r"missing column\(s\) \['instruction'\].*found"):
+    with pytest.raises(DataFileError, match=r"d.json row 1: column 'question': the row has no 'question' \(found: \['output', 'prompt'\]\)"):
         instruct_dataset(tokenizer, data_files=write_json("d.json", [{"prompt": "a", "output": "b"}]), column_map={"instruction": "question"})
 
 
 def test_missing_columns(tokenizer, write_json):
-    with pytest.raises(DataFileError, match=r"\['output'\].*found \['input', 'instruction', 'response'\]"):
+    with pytest.raises(DataFileError, match=r"row 1: column 'output': the row has no 'output' \(found: \['input', 'instruction', 'response'\]\)"):
         instruct_dataset(tokenizer, data_files=write_json("d.json", [{"instruction": "a", "input": "", "response": "b"}]))
 
 
@@ -197,7 +190,7 @@ def test_split_train_and_validation_from_one_file(tokenizer, write_json):
 
 
 def test_bad_split(tokenizer, write_json):
-    with pytest.raises(ValueError, match="dataset.split='validation' is not understood"):
+    with pytest.raises(ValueError, match="dataset.split='validation': .* has no split 'validation'"):
         instruct_dataset(tokenizer, data_files=write_json("d.json", ROWS), split="validation")
 
 
@@ -212,17 +205,6 @@ def test_new_system_prompt_is_prepended_and_masked(tokenizer, write_json):
         assert ds[1]["labels"] == [IGN] * len(system) + prompt_labels + tokens[n_prompt:]
 
 
-def test_truncated_sample_ends_in_masked_eos(make_tokenizer, write_json):
-    tokenizer = make_tokenizer(40)
-    rows = [{"instruction": "Hi", "input": "", "output": "word " * 100}]
-    with pytest.warns(UserWarning, match="1 of 1 samples .* truncated"):
-        ds = instruct_dataset(tokenizer, data_files=write_json("d.json", rows))
-    tokens, labels = ds[0]["tokens"], ds[0]["labels"]
-    assert len(tokens) == 40 and tokens[-1] == tokenizer.eos_id and labels[-1] == IGN
-    full, n_prompt = _expected(tokenizer, rows[0])
-    assert tokens[:-1] == full[:39] and labels[n_prompt:-1] == full[n_prompt:39]
-
-
 def test_bundled_validation_file_is_held_out(make_tokenizer, assets):
     tokenizer = make_tokenizer(256)
     train = json.loads((assets / "instruct_train.json").read_text())
@@ -230,3 +212,22 @@ def test_bundled_validation_file_is_held_out(make_tokenizer, assets):
     ds = alpaca_dataset(tokenizer, data_files=str(assets / "instruct_val.json"), train_on_input=False)
     assert len(ds) == len(val_rows) >= 50
     assert not {r["instruction"] for r in train} & {r["instruction"] for r in val_rows}
+
+
+def test_nested_column_map_reads_self_instruct_seed_tasks(tokenizer, tmp_path):
+    # self-instruct's seed_tasks.jsonl keeps the input and output inside `instances`
+    row = {"id": "seed_task_0", "instruction": ROWS[1]["instruction"],
+           "instances": [{"input": ROWS[1]["input"], "output": ROWS[1]["output"]}], "is_classification": False}
+    path = tmp_path / "seed_tasks.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    ds = instruct_dataset(tokenizer, data_files=str(path),
+                          column_map={"input": "instances.0.input", "output": "instances.0.output"})
+    tokens, n_prompt = _expected(tokenizer, ROWS[1])
+    assert ds[0]["tokens"] == tokens and ds[0]["labels"] == [IGN] * n_prompt + tokens[n_prompt:]
+    # mapping the whole list where text is expected is an error, not a repr of the list trained on
+    with pytest.raises(DataFileError) as err:
+        instruct_dataset(tokenizer, data_files=str(path), column_map={"output": "instances"})
+    assert str(err.value) == (f"{path} row 1: column 'instances' holds a list where text is expected: "
+                              "map the text inside it with a path (e.g. instances.0.output)")
+    with pytest.raises(ValueError, match=r"entry 'output:instances' is malformed \(no space after the colon\)"):
+        instruct_dataset(tokenizer, data_files=str(path), column_map={"output:instances": None})

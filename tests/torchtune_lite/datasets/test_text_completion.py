@@ -35,7 +35,7 @@ def test_json_column(tokenizer, write_json):
 
 
 def test_missing_column(tokenizer, write_json):
-    with pytest.raises(DataFileError, match=r"\['text'\].*found \['body'\]"):
+    with pytest.raises(DataFileError, match=r"t.json row 1: column 'text': the row has no 'text' \(found: \['body'\]\): fix the row or set dataset.column"):
         text_completion_dataset(tokenizer, source="json", data_files=write_json("t.json", [{"body": "a"}]))
 
 

@@ -75,15 +75,18 @@ class Llama2Tokenizer:
         return self.sp.DecodeIds(list(ids))
 
     def tokenize_messages(self, messages: Sequence[Message], *, truncate: bool = True) -> tuple[list[int], list[bool]]:
-        """Concatenates messages (after the prompt template, if any): BOS before the first, EOS after each
-        assistant turn. Returns tokens and a mask (True = not trained on) taken from each message's
+        """Concatenates messages (after the prompt template, if any): BOS before the first (and before every
+        exchange if the template says `bos_per_exchange`), EOS after each assistant turn. Returns tokens and a mask (True = not trained on) taken from each message's
         `masked`; cut to `max_seq_len` by `self.truncate` if `truncate`."""
         if self.prompt_template is not None:
             messages = self.prompt_template(messages)
         tokens: list[int] = []
         mask: list[bool] = []
+        # Llama-2 chat opens every exchange with BOS (Meta encodes each (user, answer) pair alone)
+        bos_per_exchange = getattr(self.prompt_template, "bos_per_exchange", False)
         for i, message in enumerate(messages):
-            ids = self.encode(message.content, add_bos=i == 0, add_eos=message.role == "assistant")
+            starts_exchange = bos_per_exchange and message.role == "user" and i > 0 and messages[i - 1].role == "assistant"
+            ids = self.encode(message.content, add_bos=i == 0 or starts_exchange, add_eos=message.role == "assistant")
             tokens += ids
             mask += [message.masked] * len(ids)
         if truncate:

@@ -1,6 +1,6 @@
 """Parameter-efficient fine-tuning: LoRA layers, NF4 quantization, adapter helpers, state-dict hooks."""
 
-from torchtune_lite.modules.peft.lora import LoRALinear
+from torchtune_lite.modules.peft.lora import LoRALinear, adapters_disabled
 from torchtune_lite.modules.peft.nf4 import dequantize_nf4, linear_nf4, nf4_block_sizes, quantize_nf4
 from torchtune_lite.modules.peft.state_dict_hooks import (
     register_reparametrize_state_dict_hook,
@@ -20,6 +20,7 @@ from torchtune_lite.modules.peft.utils import (
 __all__ = [
     "LORA_ATTN_MODULES",
     "LoRALinear",
+    "adapters_disabled",
     "LoRAStateDictError",
     "dequantize_nf4",
     "get_adapter_params",

@@ -2,7 +2,8 @@
 
 import math
 import warnings
-from typing import Any, Optional
+from contextlib import contextmanager
+from typing import Any, Iterator, Optional
 
 import torch
 import torch.nn.functional as F
@@ -72,6 +73,7 @@ class LoRALinear(nn.Module):
         self.bias = nn.Parameter(base.bias.detach(), requires_grad=False) if use_bias else None
         del base
 
+        self.disabled = False  # True inside `adapters_disabled`: the layer is its frozen base alone
         self.dropout = nn.Dropout(p=dropout) if dropout > 0.0 else nn.Identity()
         self.lora_a = nn.Linear(in_dim, rank, bias=False)
         self.lora_b = nn.Linear(rank, out_dim, bias=False)
@@ -109,6 +111,8 @@ class LoRALinear(nn.Module):
                 out = out + self.bias
         else:
             out = F.linear(x, self.weight, self.bias)
+        if self.disabled:
+            return out
         return out + self.scaling * self.lora_b(self.lora_a(self.dropout(x)))
 
     def extra_repr(self) -> str:
@@ -116,6 +120,20 @@ class LoRALinear(nn.Module):
             f"in_dim={self.in_dim}, out_dim={self.out_dim}, rank={self.rank}, alpha={self.alpha}, "
             f"quantize_base={self.quantize_base}"
         )
+
+
+@contextmanager
+def adapters_disabled(model: nn.Module) -> Iterator[None]:
+    """Runs `model` as its base inside the block: every LoRALinear skips its adapter (DPO's reference model
+    is the policy with its adapters off, so no second copy of the weights is held)."""
+    layers = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    for layer in layers:
+        layer.disabled = True
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.disabled = False
 
 
 def _try_quantize(weight: torch.Tensor) -> Optional[NF4Tensor]:

@@ -148,9 +148,9 @@ def test_llama2_chat_prompt_template(tok):
     first_user = "[INST] <<SYS>>\nBe a pirate.\n<</SYS>>\n\nWhere does the crab live? [/INST]"
     pieces = [
         (tok.encode(first_user, add_bos=True, add_eos=False), True),
-        (tok.encode("In the sea, matey!", add_bos=False, add_eos=True), False),
-        (tok.encode("[INST] And the hen? [/INST]", add_bos=False, add_eos=False), True),
-        (tok.encode("On the farm!", add_bos=False, add_eos=True), False),
+        (tok.encode("In the sea, matey! ", add_bos=False, add_eos=True), False),
+        (tok.encode("[INST] And the hen? [/INST]", add_bos=True, add_eos=False), True),  # BOS opens each exchange
+        (tok.encode("On the farm! ", add_bos=False, add_eos=True), False),
     ]
     assert tokens == [t for ids, _ in pieces for t in ids]
     assert mask == [m for ids, m in pieces for _ in ids]
