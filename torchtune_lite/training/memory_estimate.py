@@ -5,12 +5,14 @@ every parameter, NF4 ones included. Activations come from one forward pass on me
 saved-tensors hook that adds up, storage by storage, what autograd keeps for backward; with activation
 checkpointing the same pass sees only each layer's input, and backward adds one layer's recomputation.
 
-On CPU the measured figure is the process's peak resident set, which also holds the Python/torch runtime
-(300-400 MB before any tensor; `measure_runtime_baseline` measures it in a fresh interpreter) and the
-blocks glibc keeps after a step frees them (a fitted term: one more step's transient tensors); both are
-added, so the total compares with what the recipe prints as `rss peak` (within 11% on the tiny LoRA and
-QLoRA runs, with and without activation checkpointing). On CUDA the measured figure is the allocator's
-peak, and neither is added.
+On CPU the measured figure is the process's peak resident set (`ru_maxrss`, not a delta over a baseline),
+which also holds the Python/torch runtime (300-400 MB before any tensor: the recipe takes its own resident
+set when setup starts, `tune estimate` measures a fresh interpreter with `measure_runtime_baseline`), the
+blocks glibc keeps after a step frees them (a fitted term: one more step's transient tensors), in bf16 the
+GEMM kernels oneDNN compiles for every batch length and keeps, and on a sharded run's ranks gloo's and FSDP2's
+own state (fitted); all are added, so the total compares with what the recipe prints as `rss peak` (within
+15% on every tiny config, see benchmarks/memory_estimate.py). On CUDA the measured figure is the allocator's
+peak, and none of these is added.
 """
 
 from __future__ import annotations
@@ -49,8 +51,8 @@ _ONEDNN_BYTES_PER_GEMM = 1 * 2**20
 _GEMM_OPS = {"mm", "addmm", "bmm", "baddbmm"}
 # What a CPU rank of a sharded run holds beyond the same run on one device, apart from its shards: gloo's
 # buffers and threads, FSDP2's and DTensor's per-module state and caches. Fitted: the 2-rank tiny runs of
-# benchmarks/memory_estimate.py peaked about 100 MiB per rank above the one-device runs, fp32 and bf16 alike.
-_CPU_SHARDED_RUNTIME_BYTES = 100 * 2**20
+# benchmarks/memory_estimate.py peaked 10-70 MiB per rank above the one-device runs.
+_CPU_SHARDED_RUNTIME_BYTES = 50 * 2**20
 
 
 @dataclass
@@ -95,7 +97,7 @@ def estimate_memory(
     seq_len: Optional[int] = None,
     runtime_baseline: Optional[int] = None,
     world_size: int = 1,
-    batch_shapes: float = 1.0,
+    batch_shapes: Optional[float] = None,
 ) -> MemoryEstimate:
     """The peak memory a fine-tuning run of `cfg` (a resolved recipe config) should reach, part by part.
 
@@ -105,8 +107,11 @@ def estimate_memory(
     the figure is one rank's of a sharded run: weights, gradients and optimizer states are split over the
     ranks (FSDP2), and the whole weights of two layers (the one computing and the one prefetched) are
     gathered at a time; each rank runs its own `batch_size`. `batch_shapes` is how many distinct batch lengths
-    the run meets (`batch_shapes_seen`): in bf16 on CPU each one keeps its own compiled GEMM kernels.
+    the run meets (`run_batch_shapes`; default one for packed data, else two): in bf16 on CPU each one keeps its
+    own compiled GEMM kernels, and on CPU changing lengths keep glibc from reusing a step's freed blocks.
     """
+    if batch_shapes is None:
+        batch_shapes = 1.0 if cfg.dataset.get("packed", False) else 2.0
     device_type = _device_type(str(cfg.get("device", "auto")))
     dtype = _dtype(cfg.get("dtype", "auto"), device_type)
     batch_size = int(cfg.get("batch_size", 1))
@@ -133,10 +138,12 @@ def estimate_memory(
     if shards > 1:
         parts["gathered layers (FSDP)"] = 2 * _largest_layer_bytes(model)
     if device_type == "cpu":
-        # glibc keeps the freed blocks of one step's transient tensors resident while the next step allocates
-        # its own (batch shapes change from step to step, so blocks are rarely reused in place): about one more
-        # step's activations and working buffers. Fitted on the tiny runs of benchmarks/memory_estimate.py.
-        parts["CPU allocator retention"] = parts["activations"] + parts["loss and dequant buffers"]
+        # When batch lengths change from step to step, glibc keeps the freed blocks of one step's transient
+        # tensors resident while the next step allocates its own of other sizes: about one more step's
+        # activations and working buffers (fitted on the tiny runs of benchmarks/memory_estimate.py). With one
+        # length (packed data) each step reuses the previous step's blocks in place, and nothing is added.
+        varying = min(max(batch_shapes - 1.0, 0.0), 1.0)
+        parts["CPU allocator retention"] = int(varying * (parts["activations"] + parts["loss and dequant buffers"]))
         if shards > 1:
             parts["FSDP2 and gloo runtime (fitted)"] = _CPU_SHARDED_RUNTIME_BYTES
         if gemms:

@@ -71,6 +71,10 @@ def test_cpu_terms_only_on_cpu():
     assert est.dtype == torch.bfloat16
     cpu = _estimate("tiny/qlora")
     assert cpu.parts["CPU allocator retention"] == cpu.parts["activations"] + cpu.parts["loss and dequant buffers"]
+    # One batch length (packed data): each step reuses the previous step's freed blocks, nothing retained.
+    one_length = estimate_memory(config.load_config("tiny/qlora", ["device=cpu", "dtype=fp32"]), seq_len=64,
+                                 runtime_baseline=300 * 2**20, batch_shapes=1.0)
+    assert one_length.parts["CPU allocator retention"] == 0 and one_length.parts["activations"] == cpu.parts["activations"]
 
 
 def test_tune_estimate_prints_the_table(capsys):
