@@ -11,7 +11,7 @@ set when setup starts, `tune estimate` measures a fresh interpreter with `measur
 blocks glibc keeps after a step frees them (a fitted term: one more step's transient tensors), in bf16 the
 GEMM kernels oneDNN compiles for every batch length and keeps, and on a sharded run's ranks gloo's and FSDP2's
 own state (fitted); all are added, so the total compares with what the recipe prints as `rss peak` (within
-15% on every tiny config, see benchmarks/memory_estimate.py). On CUDA the measured figure is the allocator's
+12% on the tiny configs except the full fine-tune in bf16, which peaks 25% above; see benchmarks/memory_estimate.py). On CUDA the measured figure is the allocator's
 peak, and none of these is added.
 """
 
