@@ -1,60 +1,137 @@
-"""Memory estimate vs measured peak: runs the tiny LoRA and QLoRA recipes with and without activation
-checkpointing, and prints `tune estimate`'s figure beside the peak each run logged.
+"""Memory estimate vs measured peak on every tiny config: LoRA, QLoRA and full fine-tuning, fp32 and bf16,
+one device and two ranks (the full fine-tune recipe has no distributed form), with and without activation
+checkpointing.
 
-    python benchmarks/memory_estimate.py [--steps 20] [--out /tmp/memory_estimate] [--reuse]
+    python benchmarks/memory_estimate.py [--steps N] [--configs tiny/lora,...] [--dtypes fp32,bf16]
+                                         [--ranks 1,2] [--ac off,on] [--out /tmp/memory_estimate]
 
-On CPU the measured peak is the process's peak resident set (see torchtune_lite/training/memory.py), so
-the estimate includes the measured runtime baseline. Each run takes a few minutes on a 2-core CPU.
+Each cell is one real `tune run` of the shipped config for `--steps` steps (the instruction samples are 46-51
+tokens long for three in four of them, so 20 batches of 8 reach the longest batch length, which the estimate is
+for, within a few tokens; the pretraining batches are all packed to 256), `generate_after_training` off, on one
+thread per process (OpenMP threads on a shared, oversubscribed machine run 10-100x slower; the thread count
+changes the peak by a few MB). The figures compared are the
+ones the recipe prints: its estimate (the breakdown's total, whose runtime baseline is the process's resident
+set when setup starts) against the measured peak, which on CPU is the process's peak resident set (`ru_maxrss`:
+everything the process ever held at once, Python and torch included, not a delta over a baseline). On two
+ranks each rank's peak is compared with the per-rank estimate, and the worse is shown. The `tune estimate`
+column is the same estimate made outside a run, whose runtime baseline is measured in a fresh interpreter.
+A run takes 20-60 s on 2 shared cores; the matrix (20 runs) 10-20 minutes.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
+import re
 import subprocess
 import sys
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from torchtune_lite import config
-from torchtune_lite.training.memory_estimate import estimate_memory, longest_sample
+from torchtune_lite.training.memory_estimate import estimate_memory, run_batch_shapes, sample_lengths
 
 _GIB = 1024**3
-CASES = [(name, ac) for name in ("tiny/lora", "tiny/qlora") for ac in (False, True)]
+_ASSETS = Path(__file__).resolve().parents[1] / "torchtune_lite" / "assets" / "tiny"
+# The recipes each tiny config runs in (tiny/pretrain is full fine-tuning, one device only).
+_RECIPES = {"tiny/lora": "lora", "tiny/qlora": "lora", "tiny/pretrain": "full"}
+_TOTAL = re.compile(r"^\s+total\s+([\d,.]+) MiB", re.MULTILINE)
+_RANK_PEAK = re.compile(r"rank (\d+): peak memory rss peak ([\d.]+) GiB")
+_RANK0_PEAK = re.compile(r"vs measured rss_peak ([\d.]+) GiB \(([+-]\d+)%\)")
 
 
-def measured_peak(config_name: str, ac: bool, steps: int, output_dir: Path, rerun: bool = True) -> float:
-    """Runs the recipe (unless `rerun` is False and it ran before) and returns the highest `rss_peak` (GiB) it
-    logged (the training steps' lines; validation lines carry no memory figures)."""
-    log = output_dir / "logs" / "metrics.jsonl"
-    if rerun or not log.is_file():
-        _run_recipe(config_name, ac, steps, output_dir)
-    records = [json.loads(line) for line in log.read_text().splitlines()]
-    return max(r["rss_peak"] for r in records if "rss_peak" in r)
+@dataclass
+class Cell:
+    config: str
+    dtype: str
+    ranks: int
+    ac: bool
+
+    @property
+    def recipe(self) -> str:
+        if _RECIPES[self.config] == "full":
+            return "full_finetune_single_device"
+        return "lora_finetune_distributed" if self.ranks > 1 else "lora_finetune_single_device"
+
+    @property
+    def overrides(self) -> list[str]:
+        extra = [f"checkpointer.checkpoint_dir={_ASSETS / 'base'}"] if self.config == "tiny/pretrain" else []
+        return [f"dtype={self.dtype}", f"enable_activation_checkpointing={self.ac}", *extra]
+
+    def label(self) -> str:
+        return f"{self.config:<14} {self.dtype:<5} {self.ranks:>5} {'on' if self.ac else 'off':<4}"
 
 
-def _run_recipe(config_name: str, ac: bool, steps: int, output_dir: Path) -> None:
-    overrides = [
-        f"max_steps_per_epoch={steps}", "epochs=1", f"output_dir={output_dir}", f"enable_activation_checkpointing={ac}",
-        "generate_after_training=null", "log_every_n_steps=1", "overwrite_output_dir=True",
+@dataclass
+class Measured:
+    estimate_gib: float  # the recipe's own estimate (the table it prints at setup)
+    rank_peaks_gib: dict[int, float]  # each rank's peak resident set, as the recipe prints it
+
+    def worst_peak(self) -> float:
+        """The rank peak furthest from the estimate."""
+        return max(self.rank_peaks_gib.values(), key=lambda peak: abs(self.estimate_gib - peak) / peak)
+
+
+def run_cell(cell: Cell, steps: int | None, out: Path) -> Measured:
+    """One `tune run` of the cell; the estimate and peaks the recipe printed."""
+    launcher = ["--nproc_per_node", str(cell.ranks)] if cell.ranks > 1 else []
+    cmd = [
+        sys.executable, "-m", "torchtune_lite.cli.tune", "run", *launcher, cell.recipe, "--config", cell.config,
+        *cell.overrides, f"output_dir={out}", "epochs=1", f"max_steps_per_epoch={steps or 'null'}",
+        "generate_after_training=null", "overwrite_output_dir=True",
     ]
-    command = [sys.executable, "-m", "torchtune_lite.cli.tune", "run", "lora_finetune_single_device", "--config", config_name, *overrides]
-    subprocess.run(command, check=True, capture_output=True, env={**os.environ, "WANDB_MODE": "offline"})
+    proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
+    estimate_mib = float(_TOTAL.search(proc.stdout).group(1).replace(",", ""))
+    peaks = {int(rank): float(gib) for rank, gib in _RANK_PEAK.findall(proc.stdout)}
+    if not peaks:  # one device: the recipe's comparison line
+        peaks = {0: float(_RANK0_PEAK.search(proc.stdout).group(1))}
+    return Measured(estimate_mib / 1024, peaks)
+
+
+def tune_estimate_gib(cell: Cell, steps: int) -> float:
+    """`tune estimate --seq-len data` for the cell (its runtime baseline measured in a fresh interpreter)."""
+    cfg = config.load_config(cell.config, [*cell.overrides, "epochs=1", f"max_steps_per_epoch={steps or 'null'}"])
+    lengths, num_samples = sample_lengths(cfg)
+    shapes = run_batch_shapes(cfg, lengths, num_samples, cell.ranks)
+    return estimate_memory(cfg, seq_len=max(lengths), world_size=cell.ranks, batch_shapes=shapes).total / _GIB
+
+
+def cells(args: argparse.Namespace) -> list[Cell]:
+    return [
+        Cell(name, dtype, ranks, ac == "on")
+        for name in args.configs.split(",") for dtype in args.dtypes.split(",") for ranks in map(int, args.ranks.split(","))
+        for ac in args.ac.split(",")
+        if ranks == 1 or _RECIPES[name] == "lora"
+    ]
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--out", type=Path, default=Path("/tmp/memory_estimate"))
-    parser.add_argument("--reuse", action="store_true", help="read the peaks of runs already in --out instead of rerunning")
+    parser.add_argument("--steps", type=int, default=20, help="steps per run (0: the whole first epoch)")
+    parser.add_argument("--configs", default=",".join(_RECIPES))
+    parser.add_argument("--dtypes", default="fp32,bf16")
+    parser.add_argument("--ranks", default="1,2")
+    parser.add_argument("--ac", default="off,on", help="activation checkpointing")
+    parser.add_argument("--out", type=Path, default=None, help="where runs write (default: a temporary folder)")
     args = parser.parse_args()
-    print(f"{'config':<12} {'AC':<4} {'seq':>4} {'estimate GiB':>13} {'measured GiB':>13} {'error':>7}")
-    for name, ac in CASES:
-        cfg = config.load_config(name, [f"enable_activation_checkpointing={ac}"])
-        estimate = estimate_memory(cfg, seq_len=longest_sample(cfg))
-        peak = measured_peak(name, ac, args.steps, args.out / f"{name.replace('/', '_')}_ac{int(ac)}", rerun=not args.reuse)
-        error = (estimate.total / _GIB - peak) / peak
-        print(f"{name:<12} {'on' if ac else 'off':<4} {estimate.seq_len:>4} {estimate.total / _GIB:>13.3f} {peak:>13.3f} {error:>+7.1%}", flush=True)
+    print(f"{'config':<14} {'dtype':<5} {'ranks':>5} {'AC':<4} {'estimate':>9} {'measured':>9} {'error':>7} "
+          f"{'tune estimate':>14} {'error':>7}   (GiB; measured: peak RSS, the worst rank's)")
+    worst = 0.0
+    with tempfile.TemporaryDirectory() as tmp:
+        for cell in cells(args):
+            out = (args.out or Path(tmp)) / f"{cell.config.replace('/', '_')}_{cell.dtype}_{cell.ranks}r_ac{int(cell.ac)}"
+            measured = run_cell(cell, args.steps, out)
+            peak = measured.worst_peak()
+            error = (measured.estimate_gib - peak) / peak
+            offline = tune_estimate_gib(cell, args.steps)
+            offline_error = (offline - peak) / peak
+            worst = max(worst, abs(error), abs(offline_error))
+            print(f"{cell.label()} {measured.estimate_gib:>9.3f} {peak:>9.3f} {error:>+7.1%} {offline:>14.3f} {offline_error:>+7.1%}",
+                  flush=True)
+    print(f"largest error: {worst:.1%}")
 
 
 if __name__ == "__main__":

@@ -61,8 +61,10 @@ def tiny_overrides(checkpoint_dir: Path, output_dir: Path, shape: dict = TINY, *
 def tune_env() -> dict[str, str]:
     """The environment of every `tune` a recipe test starts. The thread count is pinned because fp32 sums
     split over a different number of threads differ in the last bits, and tests compare runs' losses; each
-    rank of a distributed run gets the same count (the launcher would otherwise divide the cores)."""
-    return {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "2"}
+    rank of a distributed run gets the same count (the launcher would otherwise divide the cores). One
+    thread, as in-process runs use: the tiny models gain nothing from a second one, two ranks of two
+    threads oversubscribe a 2-core machine, and OpenMP threads that spin on busy cores run many times slower."""
+    return {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
 
 
 def tune_command(*args: str) -> list[str]:

@@ -26,10 +26,13 @@ def main(args: argparse.Namespace) -> None:
         fail(f"--seq-len {seq_len} must be a positive number or 'data'")
 
     def estimate() -> None:
-        from torchtune_lite.training.memory_estimate import estimate_memory, longest_sample
+        from torchtune_lite.training.memory_estimate import estimate_memory, run_batch_shapes, sample_lengths
 
         cfg = load_config(args.config, args.overrides)
-        length = longest_sample(cfg) if seq_len == "data" else (int(seq_len) if seq_len else None)
-        print(estimate_memory(cfg, seq_len=length).table())
+        if seq_len == "data":  # the data's own lengths: the longest batch, and how many batch lengths the run meets
+            lengths, num_samples = sample_lengths(cfg)
+            print(estimate_memory(cfg, seq_len=max(lengths), batch_shapes=run_batch_shapes(cfg, lengths, num_samples)).table())
+        else:
+            print(estimate_memory(cfg, seq_len=int(seq_len) if seq_len else None).table())
 
     run_reporting_errors(estimate)

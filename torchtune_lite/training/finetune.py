@@ -394,13 +394,14 @@ class FinetuneRecipe:
 
     def _estimate_memory(self, runtime_rss: int):
         """`tune estimate` for this run, batches as long as the longest of (up to) the first 512 samples."""
-        from torchtune_lite.training.memory_estimate import estimate_memory
+        from torchtune_lite.training.memory_estimate import estimate_memory, run_batch_shapes
 
-        if getattr(self.cfg.dataset, "packed", False):
-            seq_len = None  # packed batches are always max_seq_len long
-        else:
-            seq_len = max(len(self.dataset[i]["tokens"]) for i in range(min(len(self.dataset), 512)))
-        estimate = estimate_memory(self.cfg, seq_len=seq_len, runtime_baseline=runtime_rss, world_size=self.world_size)
+        lengths = [len(self.dataset[i]["tokens"]) for i in range(min(len(self.dataset), 512))]
+        packed = getattr(self.cfg.dataset, "packed", False)
+        seq_len = None if packed else max(lengths)  # packed batches are always max_seq_len long
+        shapes = 1.0 if packed else run_batch_shapes(self.cfg, lengths, len(self.dataset), self.world_size)
+        estimate = estimate_memory(self.cfg, seq_len=seq_len, runtime_baseline=runtime_rss, world_size=self.world_size,
+                                   batch_shapes=shapes)
         self.print(estimate.table())
         return estimate
 

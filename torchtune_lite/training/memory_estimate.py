@@ -5,12 +5,14 @@ every parameter, NF4 ones included. Activations come from one forward pass on me
 saved-tensors hook that adds up, storage by storage, what autograd keeps for backward; with activation
 checkpointing the same pass sees only each layer's input, and backward adds one layer's recomputation.
 
-On CPU the measured figure is the process's peak resident set, which also holds the Python/torch runtime
-(300-400 MB before any tensor; `measure_runtime_baseline` measures it in a fresh interpreter) and the
-blocks glibc keeps after a step frees them (a fitted term: one more step's transient tensors); both are
-added, so the total compares with what the recipe prints as `rss peak` (within 11% on the tiny LoRA and
-QLoRA runs, with and without activation checkpointing). On CUDA the measured figure is the allocator's
-peak, and neither is added.
+On CPU the measured figure is the process's peak resident set (`ru_maxrss`, not a delta over a baseline),
+which also holds the Python/torch runtime (300-400 MB before any tensor: the recipe takes its own resident
+set when setup starts, `tune estimate` measures a fresh interpreter with `measure_runtime_baseline`), the
+blocks glibc keeps after a step frees them (a fitted term: one more step's transient tensors), in bf16 the
+GEMM kernels oneDNN compiles for every batch length and keeps, and on a sharded run's ranks gloo's and FSDP2's
+own state (fitted); all are added, so the total compares with what the recipe prints as `rss peak` (within
+12% on the tiny configs except the full fine-tune in bf16, which peaks 25% above; see benchmarks/memory_estimate.py). On CUDA the measured figure is the allocator's
+peak, and none of these is added.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import functools
 import math
 import subprocess
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from typing import Optional
 
@@ -32,6 +35,7 @@ from torchtune_lite.modules.peft.nf4 import nf4_block_sizes
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
 from torchtune_lite.training.precision import get_dtype, set_default_dtype
+from torch.utils._python_dispatch import TorchDispatchMode  # no public API counts the ops of a meta-device step
 
 _MIB = 1024**2
 _GIB = 1024**3
@@ -40,6 +44,15 @@ _STATES_PER_PARAM = {"AdamW": 2, "Adam": 2, "SGD": 1}
 # Live activation gradients while backward runs through one layer, relative to that layer's saved
 # activations (an assumption: about as many gradient bytes as the layer saved).
 _BACKWARD_WORKSPACE = 1.0
+# bf16 matmuls on CPU go through oneDNN, which keeps a compiled kernel (and its scratch) for every GEMM shape it
+# has run and never frees them: about 1 MiB per (M, K, N) (1.0 MiB at 256x256, 1.9 MiB at 4096x4096, measured with
+# torch 2.13 on AVX512-BF16/AMX). Each new batch length brings a new M for every GEMM of the step. fp32 (MKL) keeps none.
+_ONEDNN_BYTES_PER_GEMM = 1 * 2**20
+_GEMM_OPS = {"mm", "addmm", "bmm", "baddbmm"}
+# What a CPU rank of a sharded run holds beyond the same run on one device, apart from its shards: gloo's
+# buffers and threads, FSDP2's and DTensor's per-module state and caches. Fitted: the 2-rank tiny runs of
+# benchmarks/memory_estimate.py peaked 10-70 MiB per rank above the one-device runs.
+_CPU_SHARDED_RUNTIME_BYTES = 50 * 2**20
 
 
 @dataclass
@@ -79,7 +92,12 @@ class MemoryEstimate:
 
 
 def estimate_memory(
-    cfg: DictConfig, *, seq_len: Optional[int] = None, runtime_baseline: Optional[int] = None, world_size: int = 1
+    cfg: DictConfig,
+    *,
+    seq_len: Optional[int] = None,
+    runtime_baseline: Optional[int] = None,
+    world_size: int = 1,
+    batch_shapes: Optional[float] = None,
 ) -> MemoryEstimate:
     """The peak memory a fine-tuning run of `cfg` (a resolved recipe config) should reach, part by part.
 
@@ -88,8 +106,12 @@ def estimate_memory(
     runtime's resident bytes (default: `measure_runtime_baseline()`); ignored on CUDA. With `world_size` > 1
     the figure is one rank's of a sharded run: weights, gradients and optimizer states are split over the
     ranks (FSDP2), and the whole weights of two layers (the one computing and the one prefetched) are
-    gathered at a time; each rank runs its own `batch_size`.
+    gathered at a time; each rank runs its own `batch_size`. `batch_shapes` is how many distinct batch lengths
+    the run meets (`run_batch_shapes`; default one for packed data, else two): in bf16 on CPU each one keeps its
+    own compiled GEMM kernels, and on CPU changing lengths keep glibc from reusing a step's freed blocks.
     """
+    if batch_shapes is None:
+        batch_shapes = 1.0 if cfg.dataset.get("packed", False) else 2.0
     device_type = _device_type(str(cfg.get("device", "auto")))
     dtype = _dtype(cfg.get("dtype", "auto"), device_type)
     batch_size = int(cfg.get("batch_size", 1))
@@ -98,6 +120,7 @@ def estimate_memory(
     ac = bool(cfg.get("enable_activation_checkpointing", False))
 
     model = build_meta_model(cfg, dtype)
+    gemms = len(gemm_shapes(model, batch_size, seq_len)) if device_type == "cpu" and dtype in (torch.bfloat16, torch.float16) else 0
     weights = weight_bytes(model)
     trainable = weights["adapters"] if weights["adapters"] else weights["high-precision weights"]
     states = _STATES_PER_PARAM.get(str(cfg.optimizer._component_).rsplit(".", 1)[-1], 2)
@@ -115,10 +138,16 @@ def estimate_memory(
     if shards > 1:
         parts["gathered layers (FSDP)"] = 2 * _largest_layer_bytes(model)
     if device_type == "cpu":
-        # glibc keeps the freed blocks of one step's transient tensors resident while the next step allocates
-        # its own (batch shapes change from step to step, so blocks are rarely reused in place): about one more
-        # step's activations and working buffers. Fitted on the tiny runs of benchmarks/memory_estimate.py.
-        parts["CPU allocator retention"] = parts["activations"] + parts["loss and dequant buffers"]
+        # When batch lengths change from step to step, glibc keeps the freed blocks of one step's transient
+        # tensors resident while the next step allocates its own of other sizes: about one more step's
+        # activations and working buffers (fitted on the tiny runs of benchmarks/memory_estimate.py). With one
+        # length (packed data) each step reuses the previous step's blocks in place, and nothing is added.
+        varying = min(max(batch_shapes - 1.0, 0.0), 1.0)
+        parts["CPU allocator retention"] = int(varying * (parts["activations"] + parts["loss and dequant buffers"]))
+        if shards > 1:
+            parts["FSDP2 and gloo runtime (fitted)"] = _CPU_SHARDED_RUNTIME_BYTES
+        if gemms:
+            parts["oneDNN kernels per batch length"] = int(gemms * max(batch_shapes, 1.0) * _ONEDNN_BYTES_PER_GEMM)
         parts["runtime baseline (measured)"] = measure_runtime_baseline() if runtime_baseline is None else runtime_baseline
     return MemoryEstimate(device_type, dtype, batch_size, seq_len, ac, parts)
 
@@ -152,6 +181,40 @@ def _requests_nf4(model_cfg: DictConfig) -> bool:
         return bool(model_cfg.quantize_base)
     builder = config.import_component(model_cfg._component_)
     return bool(getattr(builder, "keywords", {}).get("quantize_base", False))  # e.g. a functools.partial
+
+
+def gemm_shapes(model: torch.nn.Module, batch_size: int, seq_len: int) -> set[tuple]:
+    """The distinct matrix multiplications (op and operand shapes) of one training step of `[batch_size,
+    seq_len]` tokens, forward and backward, run on the meta device: what a CPU bf16 step compiles kernels for."""
+    shapes: set[tuple] = set()
+
+    class RecordGemms(TorchDispatchMode):
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func.__name__.split(".")[0] in _GEMM_OPS:
+                shapes.add((func.__name__, *(tuple(a.shape) for a in args if isinstance(a, torch.Tensor))))
+            return func(*args, **(kwargs or {}))
+
+    tokens = torch.zeros(batch_size, seq_len, dtype=torch.long, device="meta")
+    with RecordGemms():
+        logits = model.output(model(tokens, return_hidden=True))
+        if logits.requires_grad:
+            logits.float().sum().backward()
+    for param in model.parameters():
+        param.grad = None
+    return shapes
+
+
+def batch_shapes_seen(lengths: list[int], batch_size: int, num_batches: int) -> float:
+    """How many distinct padded lengths `num_batches` batches of `batch_size` samples, drawn at random from
+    samples of `lengths` tokens, are expected to have (a batch is as long as its longest sample)."""
+    counts, seen, below, expected = Counter(lengths), 0, 0.0, 0.0
+    for length in sorted(counts):
+        seen += counts[length]
+        upto = seen / len(lengths)
+        longest_is_this = upto**batch_size - below**batch_size  # P(a batch's longest sample has `length` tokens)
+        expected += 1 - (1 - longest_is_this) ** num_batches
+        below = upto
+    return expected
 
 
 def activation_bytes(model: torch.nn.Module, batch_size: int, seq_len: int, *, checkpointed: bool) -> int:
@@ -237,14 +300,28 @@ def _element_size(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype, device="meta").element_size()
 
 
-def longest_sample(cfg: DictConfig) -> int:
-    """The padded batch length the config's data set reaches: `max_seq_len` when packed, else its longest
-    sample (tokenizes the data set, as the recipe does)."""
-    if cfg.dataset.get("packed", False):
-        return _max_seq_len(cfg)
+def sample_lengths(cfg: DictConfig, limit: Optional[int] = None) -> tuple[list[int], int]:
+    """Token counts of the config's data set samples (the first `limit` of them), and how many samples it has:
+    one `max_seq_len` per sample when packed (tokenizes the data set, as the recipe does)."""
     tokenizer = config.instantiate(cfg.tokenizer)
     dataset = config.instantiate(cfg.dataset, tokenizer)
-    return max(len(dataset[i]["tokens"]) for i in range(len(dataset)))
+    if cfg.dataset.get("packed", False):
+        return [_max_seq_len(cfg)], len(dataset)
+    count = len(dataset) if limit is None else min(len(dataset), limit)
+    return [len(dataset[i]["tokens"]) for i in range(count)], len(dataset)
+
+
+def longest_sample(cfg: DictConfig) -> int:
+    """The padded batch length the config's data set reaches: `max_seq_len` when packed, else its longest sample."""
+    return max(sample_lengths(cfg)[0])
+
+
+def run_batch_shapes(cfg: DictConfig, lengths: list[int], num_samples: int, world_size: int = 1) -> float:
+    """`batch_shapes_seen` for the training batches of the run `cfg` describes (each rank's share of the data)."""
+    steps_per_epoch = max(num_samples // (int(cfg.get("batch_size", 1)) * max(world_size, 1)), 1)
+    if cfg.get("max_steps_per_epoch"):
+        steps_per_epoch = min(steps_per_epoch, int(cfg.max_steps_per_epoch) * int(cfg.get("gradient_accumulation_steps", 1)))
+    return batch_shapes_seen(lengths, int(cfg.get("batch_size", 1)), int(cfg.get("epochs", 1)) * steps_per_epoch)
 
 
 @functools.lru_cache(maxsize=1)

@@ -71,6 +71,10 @@ def test_cpu_terms_only_on_cpu():
     assert est.dtype == torch.bfloat16
     cpu = _estimate("tiny/qlora")
     assert cpu.parts["CPU allocator retention"] == cpu.parts["activations"] + cpu.parts["loss and dequant buffers"]
+    # One batch length (packed data): each step reuses the previous step's freed blocks, nothing retained.
+    one_length = estimate_memory(config.load_config("tiny/qlora", ["device=cpu", "dtype=fp32"]), seq_len=64,
+                                 runtime_baseline=300 * 2**20, batch_shapes=1.0)
+    assert one_length.parts["CPU allocator retention"] == 0 and one_length.parts["activations"] == cpu.parts["activations"]
 
 
 def test_tune_estimate_prints_the_table(capsys):
@@ -84,3 +88,46 @@ def test_tune_estimate_prints_the_table(capsys):
     with pytest.raises(SystemExit):
         tune.main(["estimate", "--config", "tiny/qlora", "--seq-len", "0"])
     assert capsys.readouterr().err.startswith("error: --seq-len 0")
+
+
+def test_gemm_shapes_are_the_linears_forward_and_backward_matmuls():
+    from torchtune_lite.training.memory_estimate import gemm_shapes
+
+    cfg = config.load_config("tiny/pretrain", ["checkpointer.checkpoint_dir=unused"])
+    model = build_meta_model(cfg, torch.bfloat16)
+    tokens = 2 * 8
+    linears = {(m.in_features, m.out_features) for m in model.modules() if isinstance(m, torch.nn.Linear)}
+    expected = set()
+    for i, o in linears:  # forward x @ W^T, grad of x: g @ W, grad of W: g^T @ x (every weight trains here)
+        expected |= {("mm.default", (tokens, i), (i, o)), ("mm.default", (tokens, o), (o, i)), ("mm.default", (o, tokens), (tokens, i))}
+    shapes = gemm_shapes(model, 2, 8)
+    assert {s for s in shapes if s[0] == "mm.default"} == expected
+    assert {s[0] for s in shapes} == {"mm.default", "bmm.default"}  # attention's scores and weighted values
+
+
+def test_bf16_on_cpu_counts_kernels_per_batch_length_and_sharded_ranks_their_runtime():
+    from torchtune_lite.training.memory_estimate import gemm_shapes
+
+    fp32 = _estimate("tiny/qlora")
+    assert "oneDNN kernels per batch length" not in fp32.parts and "FSDP2 and gloo runtime (fitted)" not in fp32.parts
+    cfg = config.load_config("tiny/qlora", ["device=cpu", "dtype=bf16"])
+    bf16 = estimate_memory(cfg, seq_len=64, runtime_baseline=300 * 2**20, batch_shapes=3.0, world_size=2)
+    gemms = len(gemm_shapes(build_meta_model(cfg, torch.bfloat16), 8, 64))
+    assert gemms > 10
+    assert bf16.parts["oneDNN kernels per batch length"] == gemms * 3 * 2**20
+    assert bf16.parts["FSDP2 and gloo runtime (fitted)"] > 0
+
+
+def test_batch_shapes_seen_against_drawing_batches():
+    import random
+    from collections import Counter
+
+    from torchtune_lite.training.memory_estimate import batch_shapes_seen
+
+    assert batch_shapes_seen([256] * 10, 4, 100) == pytest.approx(1.0)  # packed: one length
+    assert batch_shapes_seen([5, 6, 7], 1, 1) == pytest.approx(1.0)  # one batch has one length
+    rng, trials, batch, batches = random.Random(0), 400, 8, 30
+    lengths = [rng.randint(30, 51) for _ in range(500)] + [120] * 5
+    drawn = Counter(len({max(rng.choices(lengths, k=batch)) for _ in range(batches)}) for _ in range(trials))
+    mean = sum(k * n for k, n in drawn.items()) / trials
+    assert batch_shapes_seen(lengths, batch, batches) == pytest.approx(mean, rel=0.05)
