@@ -77,13 +77,16 @@ class PreferenceTuning:
         self.loop.extra_metrics = functools.partial(objective.pop_metrics, self.world_size)
 
     def _estimate_memory(self, runtime_rss: int):
-        """`tune estimate` for this run: a step holds both answers of each pair, so twice the batch's rows."""
-        from torchtune_lite.training.memory_estimate import estimate_memory
+        """`tune estimate` for this run: a step holds both answers of each pair, so twice the batch's rows,
+        each as long as the longer answer's sequence."""
+        from torchtune_lite.training.memory_estimate import estimate_memory, run_batch_shapes
 
         samples = [self.dataset[i] for i in range(min(len(self.dataset), 512))]
-        seq_len = max(max(len(s["chosen_tokens"]), len(s["rejected_tokens"])) for s in samples)
+        lengths = [max(len(s["chosen_tokens"]), len(s["rejected_tokens"])) for s in samples]
+        shapes = run_batch_shapes(self.cfg, lengths, len(self.dataset), self.world_size)
         cfg = OmegaConf.merge(self.cfg, {"batch_size": 2 * self.cfg.batch_size})
-        estimate = estimate_memory(cfg, seq_len=seq_len, runtime_baseline=runtime_rss, world_size=self.world_size)
+        estimate = estimate_memory(cfg, seq_len=max(lengths), runtime_baseline=runtime_rss, world_size=self.world_size,
+                                   batch_shapes=shapes)
         self.print(estimate.table())
         return estimate
 
