@@ -41,7 +41,7 @@ def instruct_dataset(
             Message("assistant", text_at(row, columns["output"])),
         ]
 
-    return maybe_pack(SFTDataset(rows, to_messages, tokenizer, name=str(data_files or source)), tokenizer, packed)
+    return maybe_pack(SFTDataset(rows, to_messages, tokenizer, name=str(data_files or source), prompt_format="alpaca"), tokenizer, packed)
 
 
 def alpaca_dataset(

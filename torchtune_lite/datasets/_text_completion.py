@@ -28,5 +28,6 @@ def text_completion_dataset(
     def to_messages(row: dict) -> list[Message]:
         return [Message(role, text_at(row, column, setting="dataset.column").strip())]
 
-    return maybe_pack(SFTDataset(rows, to_messages, tokenizer, name=str(data_files or source), keep_answer=False),
+    return maybe_pack(SFTDataset(rows, to_messages, tokenizer, name=str(data_files or source), keep_answer=False,
+                                 prompt_format="text"),
                       tokenizer, packed)

@@ -20,6 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from torchtune_lite import config
 from torchtune_lite.config import Component
+from torchtune_lite.data.saved_template import template_config
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
 from torchtune_lite.training.config_checks import check_finetune_config
@@ -262,6 +263,7 @@ class FinetuneRecipe:
         checkpoint without it is incomplete and never resumed from."""
         self._check_trainable_params_finite(progress)
         payload = self.checkpoint_payload()
+        payload["tokenizer_config"] = template_config(self.tokenizer, getattr(self.dataset, "prompt_format", None))
         payload["recipe_state"] = {
             "progress": progress.state_dict(),
             "seed": self.seed,
@@ -416,5 +418,6 @@ class FinetuneRecipe:
     def show_generation(self, prompt: str) -> None:
         from torchtune_lite.generation import generate_text
 
-        text = generate_text(self.model, self.tokenizer, prompt, max_new_tokens=self.cfg.max_new_tokens)
+        text = generate_text(self.model, self.tokenizer, prompt, max_new_tokens=self.cfg.max_new_tokens,
+                             instruct_template=getattr(self.dataset, "prompt_format", "alpaca") == "alpaca")
         self.print(f"\nPrompt: {scrub_secrets(prompt)}\nGeneration: {scrub_secrets(text)}\n")
