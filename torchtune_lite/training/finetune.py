@@ -25,7 +25,7 @@ from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
 from torchtune_lite.training.config_checks import check_finetune_config
 from torchtune_lite.training.compile import compile_loss, compile_model, compile_seconds, resolve_compile
-from torchtune_lite.training.data_loading import build_dataloader, collate_for
+from torchtune_lite.training.data_loading import batches_per_epoch, build_dataloader, collate_for
 from torchtune_lite.training.device import get_device
 from torchtune_lite.training.distributed import broadcast_object, peer_failure_message
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
@@ -200,7 +200,7 @@ class FinetuneRecipe:
             max_val_batches=cfg.max_val_batches,
         )
         self.lr_scheduler = None
-        total_steps = cfg.epochs * settings.steps_per_epoch(len(self.dataloader))
+        total_steps = cfg.epochs * settings.steps_per_epoch(batches_per_epoch(self.dataloader))
         if cfg.compile == "auto":
             self.compiled = resolve_compile(cfg.compile, total_steps, self.device)
             self.print(f"compile=auto: {'on' if self.compiled else 'off'} for {total_steps} steps")
@@ -398,8 +398,8 @@ class FinetuneRecipe:
         """`tune estimate` for this run, batches as long as the longest of (up to) the first 512 samples."""
         from torchtune_lite.training.memory_estimate import estimate_memory
 
-        if getattr(self.cfg.dataset, "packed", False):
-            seq_len = None  # packed batches are always max_seq_len long
+        if getattr(self.cfg.dataset, "packed", False) or getattr(self.cfg.dataset, "streaming", False):
+            seq_len = None  # packed batches are always max_seq_len long; a stream's longest is unknown
         else:
             seq_len = max(len(self.dataset[i]["tokens"]) for i in range(min(len(self.dataset), 512)))
         estimate = estimate_memory(self.cfg, seq_len=seq_len, runtime_baseline=runtime_rss, world_size=self.world_size)

@@ -240,7 +240,7 @@ def _element_size(dtype: torch.dtype) -> int:
 def longest_sample(cfg: DictConfig) -> int:
     """The padded batch length the config's data set reaches: `max_seq_len` when packed, else its longest
     sample (tokenizes the data set, as the recipe does)."""
-    if cfg.dataset.get("packed", False):
+    if cfg.dataset.get("packed", False) or cfg.dataset.get("streaming", False):  # a stream's longest is unknown
         return _max_seq_len(cfg)
     tokenizer = config.instantiate(cfg.tokenizer)
     dataset = config.instantiate(cfg.dataset, tokenizer)
