@@ -13,6 +13,7 @@ from typing import Optional
 
 from torchtune_lite import config
 from torchtune_lite.config import Component
+from torchtune_lite.data.saved_template import use_saved_template
 from torchtune_lite.training.data_loading import build_dataloader, collate_for
 from torchtune_lite.training.device import get_device
 from torchtune_lite.training.evaluation import evaluate_loss
@@ -39,6 +40,8 @@ def recipe_main(cfg) -> None:
     dtype = get_dtype(cfg.dtype, device)
     model = load_inference_model(cfg, device=device, dtype=dtype)
     tokenizer = config.instantiate(cfg.tokenizer)
+    # score with the chat layout the fine-tune trained with, when its folder saved one (data/saved_template.py)
+    use_saved_template(tokenizer, [cfg.checkpointer.get("adapter_checkpoint"), cfg.checkpointer.checkpoint_dir], True)
     dataset = config.instantiate(cfg.dataset, tokenizer)
     collate = collate_for(bool(getattr(cfg.dataset, "packed", False)), tokenizer.pad_id)
     loader, _ = build_dataloader(dataset, batch_size=cfg.batch_size, shuffle=False, seed=0, collate_fn=collate, drop_last=False)

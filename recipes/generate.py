@@ -16,6 +16,7 @@ import torch
 
 from torchtune_lite import config
 from torchtune_lite.config import Component
+from torchtune_lite.data.saved_template import use_saved_template
 from torchtune_lite.generation import complete
 from torchtune_lite.training.device import get_device
 from torchtune_lite.training.inference_model import load_inference_model
@@ -45,13 +46,16 @@ def recipe_main(cfg) -> None:
     dtype = get_dtype(cfg.dtype, device)
     model = load_inference_model(cfg, device=device, dtype=dtype)
     tokenizer = config.instantiate(cfg.tokenizer)
+    # a fine-tune's folder says how its prompts were laid out in training (data/saved_template.py)
+    folders = [cfg.checkpointer.get("adapter_checkpoint"), cfg.checkpointer.checkpoint_dir]
+    instruct_template = use_saved_template(tokenizer, folders, cfg.instruct_template)
     generator, how = None, "greedy"
     if cfg.temperature > 0:
         seed = set_seed(cfg.seed)  # printed, so a sample drawn with seed=null can be drawn again
         generator, how = torch.Generator(device=device).manual_seed(seed), f"sampled with seed={seed}"
 
     result = complete(
-        model, tokenizer, cfg.prompt, max_new_tokens=cfg.max_new_tokens, instruct_template=cfg.instruct_template,
+        model, tokenizer, cfg.prompt, max_new_tokens=cfg.max_new_tokens, instruct_template=instruct_template,
         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, generator=generator,
     )
     print(result.text, flush=True)

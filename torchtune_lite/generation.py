@@ -112,6 +112,8 @@ def encode_prompt(tokenizer, prompt: str, *, instruct_template: bool = True) -> 
     if getattr(tokenizer, "chat_template", None) is not None:
         # training rendered the same user turn through the model's chat template; end with its assistant header
         return tokenizer.render_prompt([Message("user", text)])
+    if getattr(tokenizer, "prompt_template", None) is not None:  # e.g. llama2_chat: BOS [INST] text [/INST]
+        return tokenizer.tokenize_messages([Message("user", text)], truncate=False)[0]
     return tokenizer.encode(text, add_bos=True, add_eos=False)
 
 

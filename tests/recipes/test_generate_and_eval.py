@@ -95,3 +95,19 @@ def test_bad_input_is_one_error_line(lora_run, overrides, message):
     lines = error_lines(proc.stderr)
     assert len(lines) == 1 and lines[0].startswith("error: "), proc.stderr
     assert message in lines[0]
+
+
+def test_generate_uses_the_chat_layout_the_run_trained_with(hf_checkpoint, tmp_path):
+    """A run trained with llama2_chat saves it with the checkpoint; generate finds it and encodes the prompt
+    as the training samples' user turns were (BOS [INST] ... [/INST]), not in the bare Alpaca template."""
+    import json
+
+    out = tmp_path / "chat_run"
+    run_tune("run", "lora_finetune_single_device", "--config", "tiny/lora", "tokenizer.prompt_template=llama2_chat",
+             *tiny_overrides(hf_checkpoint, out, max_steps_per_epoch=1, dataset_val="null", run_val_every_n_steps="null"))
+    for folder in (out / "epoch_0", out / "epoch_0" / "adapter"):
+        saved = json.loads((folder / "tokenizer_config.json").read_text())
+        assert (saved["prompt_format"], saved["prompt_template"]) == ("alpaca", "llama2_chat") and "[INST]" in saved["chat_template"]
+    proc = run_tune("run", "generate", "--config", "generation", f"prompt={PROMPT}", "max_new_tokens=2", "dtype=fp32",
+                    *MODEL, f"checkpointer.checkpoint_dir={out / 'epoch_0'}")
+    assert f"Prompts laid out as the run trained them (alpaca, llama2_chat; from {out / 'epoch_0' / 'tokenizer_config.json'})" in proc.stdout

@@ -57,6 +57,8 @@ BAD_VALUES = [
     ("data-file", ["dataset.data_files=/no/such/data.json"], {}, 1, "error: dataset.data_files /no/such/data.json does not exist"),
     ("val-data-file", ["dataset_val.data_files=/no/such/val.json"], {}, 1, "error: dataset_val.data_files /no/such/val.json does not exist"),
     ("tokenizer-path", ["tokenizer.path=/no/such/tokenizer.model"], {}, 1, "error: tokenizer.path /no/such/tokenizer.model does not exist"),
+    ("streaming-needs-max-steps", ["dataset.streaming=True", "max_steps_per_epoch=null"], {}, 2,
+     "error: dataset.streaming=True reads a stream of unknown length: set max_steps_per_epoch"),
     ("column-map-colon", ["dataset.column_map={output:instances}"], {}, 1,
      "error: dataset.column_map entry 'output:instances' is malformed (no space after the colon): write {output: instances}"),
     ("optimizer-case", ["optimizer._component_=torch.optim.Adamw"], {}, 2, "(did you mean 'AdamW'?)"),

@@ -97,6 +97,7 @@ class ChatTemplate:
 
     def __init__(self, template: str, *, source: str, special_tokens: Optional[dict[str, str]] = None) -> None:
         self.source = source
+        self.text = template  # saved with a checkpoint, so generation renders as training did
         self.special_tokens = dict(special_tokens or {})
         try:
             self._template = _environment().from_string(template)

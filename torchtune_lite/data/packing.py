@@ -20,6 +20,7 @@ class PackedDataset(Dataset):
     def __init__(self, ds: Dataset, max_seq_len: int, padding_idx: int = 0) -> None:
         self.max_seq_len = max_seq_len
         self.stats = getattr(ds, "stats", None)  # the packed samples' counts, for the setup summary
+        self.prompt_format = getattr(ds, "prompt_format", None)
         self.rows: list[dict] = []
         self.samples = self.real_tokens = 0
         row = self._empty()

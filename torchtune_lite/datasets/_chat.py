@@ -14,7 +14,8 @@ from torchtune_lite.data.conversations import (
     transformed_messages,
     turns_to_messages,
 )
-from torchtune_lite.datasets._sft import SFTDataset, maybe_pack
+from torchtune_lite.datasets._sft import SFTDataset
+from torchtune_lite.datasets._streaming import StreamingSFTDataset, sft_dataset
 
 
 def chat_dataset(
@@ -30,14 +31,16 @@ def chat_dataset(
     train_on_input: bool = False,
     new_system_prompt: Optional[str] = None,
     packed: bool = False,
-) -> Union[SFTDataset, PackedDataset]:
+    streaming: bool = False,
+) -> Union[SFTDataset, PackedDataset, StreamingSFTDataset]:
     """Multi-turn chats; only assistant turns train (in every turn) unless `train_on_input`.
 
     `conversation_style`: `openai` reads `messages: [{role, content}]`; `sharegpt` reads
     `conversations: [{from, value}]` with roles system/human/gpt, plus `role_map` (`{prompter: user}`).
     `conversation_column` names another column (or path). `transform`: a function (or its dotted path,
     `my_module.to_messages`) from a row to `[{role, content}, ...]`, for any other layout.
-    `new_system_prompt` replaces the conversation's own system turns and never trains.
+    `new_system_prompt` replaces the conversation's own system turns and never trains; `streaming=True` reads
+    rows as training uses them (needs `max_steps_per_epoch`).
     """
     if conversation_style not in STYLES:
         raise ValueError(f"dataset.conversation_style={conversation_style!r} is unknown: use one of {sorted(STYLES)}")
@@ -47,7 +50,7 @@ def chat_dataset(
     if check_chat_template is not None:  # before reading any data: a model folder without a chat template
         check_chat_template()
     column = conversation_column or ("messages" if conversation_style == "openai" else "conversations")
-    rows = load_rows(source, data_files, split=split)
+    rows = load_rows(source, data_files, split=split, streaming=streaming)
 
     def to_messages(row: dict) -> list[Message]:
         if transform_fn is not None:
@@ -55,10 +58,10 @@ def chat_dataset(
         return turns_to_messages(lookup(row, column, "dataset.conversation_column"), column=column, style=conversation_style, role_map=roles,
                                  train_on_input=train_on_input, new_system_prompt=new_system_prompt)
 
-    return maybe_pack(SFTDataset(rows, to_messages, tokenizer, name=str(data_files or source)), tokenizer, packed)
+    return sft_dataset(rows, to_messages, tokenizer, str(data_files or source), streaming=streaming, packed=packed)
 
 
-def sharegpt_dataset(tokenizer, *, role_map: Optional[dict[str, str]] = None, **kwargs: Any) -> Union[SFTDataset, PackedDataset]:
+def sharegpt_dataset(tokenizer, *, role_map: Optional[dict[str, str]] = None, **kwargs: Any) -> Union[SFTDataset, PackedDataset, StreamingSFTDataset]:
     """ShareGPT files (`conversations: [{from, value}]`): `chat_dataset` with `conversation_style="sharegpt"`."""
     return chat_dataset(tokenizer, conversation_style="sharegpt", role_map=role_map, **kwargs)
 

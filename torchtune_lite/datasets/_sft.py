@@ -26,8 +26,9 @@ class SFTDataset(Dataset):
     """
 
     def __init__(self, rows: Iterable[dict[str, Any]], to_messages: ToMessages, tokenizer, name: str,
-                 keep_answer: bool = True) -> None:
+                 keep_answer: bool = True, prompt_format: str = "chat") -> None:
         self.name = name
+        self.prompt_format = prompt_format  # how the user turn was built: saved with checkpoints for generation
         self.samples: list[dict[str, list[int]]] = []
         self.stats = DataStats()
         for index, row in enumerate(rows):

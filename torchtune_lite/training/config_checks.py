@@ -47,6 +47,8 @@ def check_finetune_config(cfg: DictConfig) -> None:
     check_device_name(cfg.device)
     check_lora_modules(cfg.model)
     check_component_files(cfg)
+    if cfg.dataset.get("streaming") and cfg.get("max_steps_per_epoch") is None:
+        raise ConfigError("dataset.streaming=True reads a stream of unknown length: set max_steps_per_epoch to the steps an epoch runs")
     config.instantiate(cfg.checkpointer)  # reads config.json and finds the weight files; loads no weights
     check_metric_logger(cfg.get("metric_logger"))
     log_dir = cfg.metric_logger.get("log_dir") if cfg.get("metric_logger") else None

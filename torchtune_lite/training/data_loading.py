@@ -42,12 +42,15 @@ def build_dataloader(
     `epoch_batches`). `drop_last` drops both the uneven tail across ranks and the last partial batch,
     so every step sees `batch_size` samples per rank. `pin_memory` (for CUDA training) puts batches in
     page-locked memory, without which `.to(device, non_blocking=True)` copies synchronously."""
-    if isinstance(dataset, IterableDataset) or not hasattr(dataset, "__len__"):
-        raise TypeError(f"{type(dataset).__name__} has no length: build_dataloader needs a map-style data set")
     if batch_size < 1:
         raise ValueError(f"batch_size={batch_size} must be at least 1")
     if not 0 <= rank < world_size:
         raise ValueError(f"rank={rank} is outside world_size={world_size}")
+    if isinstance(dataset, IterableDataset):
+        return _streaming_loader(dataset, batch_size=batch_size, shuffle=shuffle, seed=seed, collate_fn=collate_fn,
+                                 drop_last=drop_last, rank=rank, world_size=world_size, pin_memory=pin_memory)
+    if not hasattr(dataset, "__len__"):
+        raise TypeError(f"{type(dataset).__name__} has no length: build_dataloader needs a map-style or iterable data set")
     if len(dataset) == 0:
         raise ValueError(f"the data set ({type(dataset).__name__}) is empty: check its data files and column names")
     sampler = DistributedSampler(
@@ -75,6 +78,26 @@ def build_dataloader(
     return loader, sampler
 
 
+def _streaming_loader(dataset: IterableDataset, *, batch_size: int, shuffle: bool, seed: int, collate_fn: Callable,
+                      drop_last: bool, rank: int, world_size: int, pin_memory: bool) -> tuple[DataLoader, Any]:
+    """A streamed data set shards and shuffles itself (`configure`: every world_size-th row, a shuffle buffer
+    reseeded per epoch by `set_epoch`), so it stands in for the sampler. One process reads it: workers would
+    each read the whole stream."""
+    configure = getattr(dataset, "configure", None)
+    if configure is None:
+        raise TypeError(f"{type(dataset).__name__} cannot be split over ranks: use a map-style data set, or a stream "
+                        "with configure(rank, world_size, shuffle, seed) (datasets' streaming=True builds one)")
+    configure(rank=rank, world_size=world_size, shuffle=shuffle, seed=seed)
+    dataset.seed = seed
+    loader = DataLoader(dataset, batch_size=batch_size, collate_fn=collate_fn, drop_last=drop_last, pin_memory=pin_memory)
+    return loader, dataset
+
+
+def batches_per_epoch(dataloader: DataLoader) -> Optional[int]:
+    """The batches in an epoch, or None for a streamed data set (its length is unknown until it ends)."""
+    return None if isinstance(getattr(dataloader, "dataset", None), IterableDataset) else len(dataloader)
+
+
 def epoch_batches(
     dataloader: DataLoader,
     sampler: Any,
@@ -91,5 +114,6 @@ def epoch_batches(
         sampler.set_epoch(epoch)
     if dataloader.generator is not None:
         dataloader.generator.manual_seed(getattr(sampler, "seed", 0) + epoch)
-    stop = len(dataloader) if max_batches is None else min(max_batches, len(dataloader))
-    return itertools.islice(iter(dataloader), skip_batches, max(stop, skip_batches))
+    total = batches_per_epoch(dataloader)
+    stop = total if max_batches is None else (max_batches if total is None else min(max_batches, total))
+    return itertools.islice(iter(dataloader), skip_batches, None if stop is None else max(stop, skip_batches))

@@ -20,11 +20,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from torchtune_lite import config
 from torchtune_lite.config import Component
+from torchtune_lite.data.saved_template import template_config
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
 from torchtune_lite.training.config_checks import check_finetune_config
 from torchtune_lite.training.compile import compile_loss, compile_model, compile_seconds, resolve_compile
-from torchtune_lite.training.data_loading import build_dataloader, collate_for
+from torchtune_lite.training.data_loading import batches_per_epoch, build_dataloader, collate_for
 from torchtune_lite.training.device import get_device
 from torchtune_lite.training.distributed import broadcast_object, peer_failure_message
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
@@ -199,7 +200,7 @@ class FinetuneRecipe:
             max_val_batches=cfg.max_val_batches,
         )
         self.lr_scheduler = None
-        total_steps = cfg.epochs * settings.steps_per_epoch(len(self.dataloader))
+        total_steps = cfg.epochs * settings.steps_per_epoch(batches_per_epoch(self.dataloader))
         if cfg.compile == "auto":
             self.compiled = resolve_compile(cfg.compile, total_steps, self.device)
             self.print(f"compile=auto: {'on' if self.compiled else 'off'} for {total_steps} steps")
@@ -262,6 +263,7 @@ class FinetuneRecipe:
         checkpoint without it is incomplete and never resumed from."""
         self._check_trainable_params_finite(progress)
         payload = self.checkpoint_payload()
+        payload["tokenizer_config"] = template_config(self.tokenizer, getattr(self.dataset, "prompt_format", None))
         payload["recipe_state"] = {
             "progress": progress.state_dict(),
             "seed": self.seed,
@@ -396,10 +398,12 @@ class FinetuneRecipe:
         """`tune estimate` for this run, batches as long as the longest of (up to) the first 512 samples."""
         from torchtune_lite.training.memory_estimate import estimate_memory, run_batch_shapes
 
-        lengths = [len(self.dataset[i]["tokens"]) for i in range(min(len(self.dataset), 512))]
-        packed = getattr(self.cfg.dataset, "packed", False)
-        seq_len = None if packed else max(lengths)  # packed batches are always max_seq_len long
-        shapes = 1.0 if packed else run_batch_shapes(self.cfg, lengths, len(self.dataset), self.world_size)
+        fixed_length = getattr(self.cfg.dataset, "packed", False) or getattr(self.cfg.dataset, "streaming", False)
+        if fixed_length:  # packed batches are always max_seq_len long; a stream's longest is unknown: assume it
+            seq_len, shapes = None, 1.0
+        else:
+            lengths = [len(self.dataset[i]["tokens"]) for i in range(min(len(self.dataset), 512))]
+            seq_len, shapes = max(lengths), run_batch_shapes(self.cfg, lengths, len(self.dataset), self.world_size)
         estimate = estimate_memory(self.cfg, seq_len=seq_len, runtime_baseline=runtime_rss, world_size=self.world_size,
                                    batch_shapes=shapes)
         self.print(estimate.table())
@@ -417,5 +421,6 @@ class FinetuneRecipe:
     def show_generation(self, prompt: str) -> None:
         from torchtune_lite.generation import generate_text
 
-        text = generate_text(self.model, self.tokenizer, prompt, max_new_tokens=self.cfg.max_new_tokens)
+        text = generate_text(self.model, self.tokenizer, prompt, max_new_tokens=self.cfg.max_new_tokens,
+                             instruct_template=getattr(self.dataset, "prompt_format", "alpaca") == "alpaca")
         self.print(f"\nPrompt: {scrub_secrets(prompt)}\nGeneration: {scrub_secrets(text)}\n")

@@ -303,6 +303,9 @@ def _element_size(dtype: torch.dtype) -> int:
 def sample_lengths(cfg: DictConfig, limit: Optional[int] = None) -> tuple[list[int], int]:
     """Token counts of the config's data set samples (the first `limit` of them), and how many samples it has:
     one `max_seq_len` per sample when packed (tokenizes the data set, as the recipe does)."""
+    if cfg.dataset.get("streaming", False):  # a stream's lengths are unknown until read: assume the longest
+        steps = int(cfg.get("max_steps_per_epoch") or 1) * int(cfg.get("gradient_accumulation_steps", 1))
+        return [_max_seq_len(cfg)], steps * int(cfg.get("batch_size", 1))
     tokenizer = config.instantiate(cfg.tokenizer)
     dataset = config.instantiate(cfg.dataset, tokenizer)
     if cfg.dataset.get("packed", False):

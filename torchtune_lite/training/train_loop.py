@@ -20,7 +20,7 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
-from torchtune_lite.training.data_loading import epoch_batches
+from torchtune_lite.training.data_loading import batches_per_epoch, epoch_batches
 from torchtune_lite.training.distributed import max_over_ranks
 from torchtune_lite.training.evaluation import evaluate_loss, forward_loss
 from torchtune_lite.training.loss import IGNORE_INDEX, shift_labels  # noqa: F401 (re-exported)
@@ -55,8 +55,13 @@ class LoopSettings:
     run_val_every_n_steps: Optional[int] = None  # also after the last step; None: only after the last step
     max_val_batches: Optional[int] = None
 
-    def steps_per_epoch(self, num_batches: int) -> int:
-        """Optimizer steps in an epoch of `num_batches` micro-batches."""
+    def steps_per_epoch(self, num_batches: Optional[int]) -> int:
+        """Optimizer steps in an epoch of `num_batches` micro-batches (None: a stream of unknown length)."""
+        if num_batches is None:
+            if self.max_steps_per_epoch is None:
+                raise ValueError("a streamed data set (dataset.streaming=True) has no length: set max_steps_per_epoch "
+                                 "to the steps an epoch should run")
+            return self.max_steps_per_epoch
         steps = num_batches // self.gradient_accumulation_steps
         return steps if self.max_steps_per_epoch is None else min(steps, self.max_steps_per_epoch)
 
@@ -123,7 +128,7 @@ class TrainLoop:
 
     @property
     def steps_per_epoch(self) -> int:
-        return self.settings.steps_per_epoch(len(self.dataloader))
+        return self.settings.steps_per_epoch(batches_per_epoch(self.dataloader))
 
     def run(self) -> None:
         if self.steps_per_epoch == 0:

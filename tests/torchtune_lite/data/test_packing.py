@@ -67,3 +67,29 @@ def test_collate_packed_mask_matches_reference():
 def test_exact_fit_has_no_padding_block():
     packed = PackedDataset([{"tokens": [1, 2, 3, 4], "labels": [1, 2, 3, 4]}] * 2, max_seq_len=4)
     assert len(packed) == 2 and packed[0]["seq_lens"] == [4]
+
+
+def test_packed_and_unpacked_batches_give_the_same_loss():
+    """The same samples, packed into one row or padded into a batch: equal summed loss and token count (fp32)."""
+    from torchtune_lite.data import padded_collate_sft
+    from torchtune_lite.models.llama2 import llama2
+    from torchtune_lite.training.evaluation import forward_loss
+    from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
+
+    torch.manual_seed(0)
+    model = llama2(vocab_size=128, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, intermediate_dim=64,
+                   max_seq_len=64).to(torch.float32)
+    gen = torch.Generator().manual_seed(1)
+    samples = []
+    for n in (9, 5, 12, 7):
+        tokens = torch.randint(3, 128, (n,), generator=gen).tolist()
+        labels = [IGN] * (n // 3) + tokens[n // 3:]  # a masked prompt, then the answer
+        samples.append({"tokens": tokens, "labels": labels})
+    packed = PackedDataset(samples, max_seq_len=40)
+    assert len(packed) == 1
+    loss_fn, cpu = ChunkedCrossEntropyLoss(), torch.device("cpu")
+    with torch.no_grad():
+        packed_loss, packed_n = forward_loss(model, loss_fn, padded_collate_packed([packed[0]]), cpu)
+        plain_loss, plain_n = forward_loss(model, loss_fn, padded_collate_sft(samples), cpu)
+    assert int(packed_n) == int(plain_n) == sum(len(s["tokens"]) - len(s["tokens"]) // 3 for s in samples)
+    torch.testing.assert_close(packed_loss / packed_n, plain_loss / plain_n, atol=1e-5, rtol=0)

@@ -15,6 +15,7 @@ from typing import Any, Iterator, Optional, Union
 import torch
 
 from torchtune_lite._torchao import NF4Tensor
+from torchtune_lite.data.saved_template import write_template_config
 from torchtune_lite.modules.peft.nf4 import dequantize_nf4
 from torchtune_lite.modules.peft.utils import merge_lora_weight
 from torchtune_lite.training.checkpointing._atomic import atomic_copy, atomic_write_bytes, staged_dir
@@ -187,6 +188,10 @@ class CheckpointerBase:
                 (stage / ADAPTER_DIR).mkdir()
                 files += [f"{ADAPTER_DIR}/{n}" for n in self.write_adapter(stage / ADAPTER_DIR, adapter, adapter_config)]
             files += self.copy_support_files(stage)
+            if state_dict.get("tokenizer_config"):  # the prompt layout the run trained with (data/saved_template.py)
+                for sub in ["."] + ([ADAPTER_DIR] if adapter else []):
+                    written = str(Path(sub) / write_template_config(stage / sub, state_dict["tokenizer_config"]))
+                    files += [written] if written not in files else []
             if "recipe_state" in state_dict and state_dict["recipe_state"] is not None:
                 save_recipe_state(stage / RECIPE_STATE_FILE, {**state_dict["recipe_state"], "checkpoint_files": files})
         return target
