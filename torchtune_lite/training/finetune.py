@@ -35,8 +35,8 @@ from torchtune_lite.training.output_dir import RECIPE_STATE_FILE, find_latest_ch
 from torchtune_lite.training.precision import enable_tf32_for_fp32, get_dtype, set_default_dtype
 from torchtune_lite.training.progress_bars import write_above_bar
 from torchtune_lite.training.seed import get_rng_state, seed_for_run, set_rng_state, set_seed
-from torchtune_lite.training.nf4_cache import load_weights_with_nf4_cache, nf4_cache_path
-from torchtune_lite.training.weight_loading import allocate_empty, assert_materialized, load_weights_streaming
+from torchtune_lite.quantization.nf4_cache import nf4_cache_path
+from torchtune_lite.training.weight_loading import allocate_empty, assert_materialized, load_weights_streaming, load_weights_with_nf4_cache
 from torchtune_lite.training.train_loop import LoopSettings, NonFiniteLossError, Progress, TrainingInterrupted, TrainLoop
 
 log = logging.getLogger("torchtune_lite")

@@ -28,7 +28,7 @@ from omegaconf import DictConfig
 from torchtune_lite import config
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.modules.peft import LoRALinear
-from torchtune_lite.modules.peft.nf4 import nf4_block_sizes
+from torchtune_lite.quantization import nf4_block_sizes
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
 from torchtune_lite.training.precision import get_dtype, set_default_dtype

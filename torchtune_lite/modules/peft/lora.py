@@ -9,7 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchtune_lite._torchao import NF4Tensor
-from torchtune_lite.modules.peft.nf4 import linear_nf4, nf4_block_sizes, quantize_nf4
+from torchtune_lite.quantization import linear_nf4, nf4_block_sizes, quantize_nf4
 
 
 class LoRALinear(nn.Module):

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from torchtune_lite._torchao import NF4Tensor
-from torchtune_lite.modules.peft.nf4 import dequantize_nf4
+from torchtune_lite.quantization import dequantize_nf4
 
 LORA_ATTN_MODULES = ("q_proj", "k_proj", "v_proj", "output_proj")
 _MLP_MODULES = ("w1", "w2", "w3")

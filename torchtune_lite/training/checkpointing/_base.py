@@ -15,7 +15,7 @@ from typing import Any, Iterator, Optional, Union
 import torch
 
 from torchtune_lite._torchao import NF4Tensor
-from torchtune_lite.modules.peft.nf4 import dequantize_nf4
+from torchtune_lite.quantization import dequantize_nf4
 from torchtune_lite.modules.peft.utils import merge_lora_weight
 from torchtune_lite.training.checkpointing._atomic import atomic_copy, atomic_write_bytes, staged_dir
 from torchtune_lite.training.checkpointing._convert_weights import (

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.models.llama2 import llama2, lora_llama2
 from torchtune_lite.modules.peft import LoRALinear, get_adapter_params
-from torchtune_lite.modules.peft.nf4 import dequantize_nf4
+from torchtune_lite.quantization import dequantize_nf4
 
 
 def param_bytes(module: torch.nn.Module) -> int:

@@ -11,7 +11,7 @@ from torchtune_lite.modules.peft import (
     set_trainable_params,
     validate_missing_and_unexpected_for_lora,
 )
-from torchtune_lite.modules.peft.nf4 import dequantize_nf4, quantize_nf4
+from torchtune_lite.quantization import dequantize_nf4, quantize_nf4
 
 MODEL = dict(vocab_size=64, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, intermediate_dim=48,
              max_seq_len=32, norm_eps=1e-5)
