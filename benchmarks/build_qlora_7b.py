@@ -39,7 +39,7 @@ import torch
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.models.llama2 import qlora_llama2
 from torchtune_lite.models.llama2._model_builders import _COMMON, _SHAPES
-from torchtune_lite.modules.peft import get_adapter_params, set_trainable_params
+from torchtune_lite.modules.peft import get_adapter_params, is_adapter_key, set_trainable_params
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
 from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
@@ -143,15 +143,11 @@ def build_loaded(build, checkpointer, cache: Optional[Path], device: torch.devic
     model = build_empty(build, device)
     hit = False
     if cache is None:
-        load_weights_streaming(model, checkpointer.iter_model(), source=str(checkpointer.checkpoint_dir), may_be_missing=is_lora)
+        load_weights_streaming(model, checkpointer.iter_model(), source=str(checkpointer.checkpoint_dir), may_be_missing=is_adapter_key)
     else:
-        hit = load_weights_with_nf4_cache(model, checkpointer.iter_model, cache, source=str(checkpointer.checkpoint_dir), may_be_missing=is_lora)
+        hit = load_weights_with_nf4_cache(model, checkpointer.iter_model, cache, source=str(checkpointer.checkpoint_dir), may_be_missing=is_adapter_key)
     initialize_adapters(model, seed=0)
     return model, hit
-
-
-def is_lora(key: str) -> bool:
-    return "lora_" in key
 
 
 def train_step(model, loss_fn, optimizer, seq_len: int, vocab: int, generator: torch.Generator) -> float:
@@ -209,7 +205,7 @@ def build_phases(build, checkpointer, cache: Path, device: torch.device) -> torc
     with Phase("cold build (meta build + stream checkpoint + quantize to NF4)"):
         model, _ = build_loaded(build, checkpointer, None, device)
     with Phase("writing the NF4 cache"):
-        save_nf4_cache(cache, {k: v for k, v in model.named_parameters() if not is_lora(k)})
+        save_nf4_cache(cache, {k: v for k, v in model.named_parameters() if not is_adapter_key(k)})
     print(f"  NF4 cache {cache}: {cache.stat().st_size / 2**30:.2f} GiB")
     del model
     with Phase("warm build (meta build + NF4 cache)"):

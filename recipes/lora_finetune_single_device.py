@@ -14,7 +14,13 @@ from pathlib import Path
 import torch
 
 from torchtune_lite import config
-from torchtune_lite.modules.peft import LoRALinear, get_adapter_params, get_adapter_state_dict, set_trainable_params
+from torchtune_lite.modules.peft import (
+    get_adapter_params,
+    get_adapter_state_dict,
+    is_adapter_key,
+    model_adapter_config,
+    set_trainable_params,
+)
 from torchtune_lite.training.finetune import FinetuneConfig, FinetuneRecipe
 from torchtune_lite.training.output_dir import RECIPE_STATE_FILE
 from torchtune_lite.training.weight_loading import initialize_adapters, load_weights_streaming
@@ -30,7 +36,7 @@ class LoRAFinetuneRecipeSingleDevice(FinetuneRecipe):
 
     def setup_model(self, checkpoint: dict) -> torch.nn.Module:
         model = self.build_model()
-        self.load_base_weights(model, may_be_missing=lambda key: "lora_" in key)  # fresh adapters
+        self.load_base_weights(model, may_be_missing=is_adapter_key)  # fresh adapters
         if "adapter" in checkpoint:  # resuming
             load_weights_streaming(model, checkpoint["adapter"].items(), source="adapter", may_be_missing=lambda key: True)
         else:
@@ -46,8 +52,7 @@ class LoRAFinetuneRecipeSingleDevice(FinetuneRecipe):
         # Parameters as they are (NF4 weights stay NF4): the checkpointer dequantizes and merges the
         # adapters one tensor at a time while writing, so saving never holds a high-precision model copy.
         state = self.parameters_for_checkpoint()
-        lora = next(m for m in self.model.modules() if isinstance(m, LoRALinear))
-        adapter_config = {"r": lora.rank, "lora_alpha": lora.alpha, "lora_dropout": self.cfg.model.get("lora_dropout", 0.0)}
+        adapter_config = model_adapter_config(self.model)
         if self.cfg.save_adapter_weights_only:
             return {"adapter": get_adapter_state_dict(state), "adapter_config": adapter_config}
         return {"model": state, "adapter_config": adapter_config}

@@ -18,8 +18,7 @@ import torch
 from omegaconf import DictConfig
 
 from torchtune_lite import config
-from torchtune_lite.modules.peft import LoRALinear
-from torchtune_lite.modules.peft.utils import merge_lora_weight
+from torchtune_lite.modules.peft import LoRALinear, adapter_scale, complete_adapter_config, is_adapter_key, merge_lora_weight
 from torchtune_lite.training.checkpointing._base import ADAPTER_CONFIG_FILE, ADAPTER_DIR
 from torchtune_lite.training.precision import set_default_dtype
 from torchtune_lite.training.weight_loading import (
@@ -45,10 +44,10 @@ def load_inference_model(cfg: DictConfig, *, device: torch.device, dtype: torch.
     has_lora = any(isinstance(m, LoRALinear) for m in model.modules())
     if has_lora:
         # LoRA layers the adapter does not cover (or all, without one) start as no-ops (lora_b is zero).
-        load_weights_streaming(model, checkpointer.iter_model(), source=source, may_be_missing=lambda key: "lora_" in key)
+        load_weights_streaming(model, checkpointer.iter_model(), source=source, may_be_missing=is_adapter_key)
         initialize_adapters(model, seed=0)
         if adapter:
-            load_weights_streaming(model, adapter.items(), source=str(adapter_path), may_be_missing=lambda key: "lora_" not in key)
+            load_weights_streaming(model, adapter.items(), source=str(adapter_path), may_be_missing=lambda key: not is_adapter_key(key))
     else:
         tensors = checkpointer.iter_model()
         if adapter:
@@ -59,9 +58,8 @@ def load_inference_model(cfg: DictConfig, *, device: torch.device, dtype: torch.
 
 
 def _merge_while_streaming(
-    tensors: Iterator[tuple[str, torch.Tensor]], adapter: dict[str, torch.Tensor], scale: tuple[int, float], source: str
+    tensors: Iterator[tuple[str, torch.Tensor]], adapter: dict[str, torch.Tensor], scale: float, source: str
 ) -> Iterator[tuple[str, torch.Tensor]]:
-    rank, alpha = scale
     adapter = dict(adapter)
     for key, value in tensors:
         module = key.removesuffix(".weight")
@@ -72,7 +70,7 @@ def _merge_while_streaming(
                     f"adapter {source}: {module} has lora_a {list(a.shape)} and lora_b {list(b.shape)}, which do not fit the "
                     f"base weight {list(value.shape)}: use the adapter that was trained on this base"
                 )
-            value = merge_lora_weight(value, a, b, alpha / rank)
+            value = merge_lora_weight(value, a, b, scale)
         yield key, value
     if adapter:
         raise ValueError(
@@ -81,8 +79,8 @@ def _merge_while_streaming(
         )
 
 
-def _adapter_scale(path: Path, adapter: dict[str, torch.Tensor]) -> tuple[int, float]:
-    """(rank, lora_alpha) from the adapter's `adapter_config.json` (PEFT's format, as our checkpoints write it)."""
+def _adapter_scale(path: Path, adapter: dict[str, torch.Tensor]) -> float:
+    """The merge scale from the adapter's `adapter_config.json` (PEFT's format, as our checkpoints write it)."""
     folder = path if path.is_dir() else path.parent
     candidates = [folder / ADAPTER_CONFIG_FILE, folder / ADAPTER_DIR / ADAPTER_CONFIG_FILE]
     found = next((c for c in candidates if c.is_file()), None)
@@ -91,6 +89,4 @@ def _adapter_scale(path: Path, adapter: dict[str, torch.Tensor]) -> tuple[int, f
             f"adapter {path} has no {ADAPTER_CONFIG_FILE} to read lora_alpha from: point adapter_checkpoint at the "
             "adapter folder a run wrote (epoch_N/adapter), or load it into a LoRA model component"
         )
-    adapter_config = json.loads(found.read_text())
-    rank = int(adapter_config.get("r") or next(v.shape[0] for k, v in adapter.items() if k.endswith("lora_a.weight")))
-    return rank, float(adapter_config["lora_alpha"])
+    return adapter_scale(complete_adapter_config(adapter, json.loads(found.read_text())))

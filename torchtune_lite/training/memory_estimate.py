@@ -27,7 +27,7 @@ from omegaconf import DictConfig
 
 from torchtune_lite import config
 from torchtune_lite._torchao import NF4Tensor
-from torchtune_lite.modules.peft import LoRALinear
+from torchtune_lite.modules.peft import LoRALinear, is_adapter_key
 from torchtune_lite.quantization import nf4_block_sizes
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
@@ -136,7 +136,7 @@ def build_meta_model(cfg: DictConfig, dtype: torch.dtype) -> torch.nn.Module:
     model.nf4_requested = nf4
     has_lora = any(isinstance(m, LoRALinear) for m in model.modules())
     for name, param in model.named_parameters():
-        param.requires_grad_(not has_lora or "lora_" in name)
+        param.requires_grad_(not has_lora or is_adapter_key(name))
     return model
 
 
