@@ -51,7 +51,7 @@ from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
 from torchtune_lite.training.memory import get_memory_stats, reset_peak_memory_stats
 from torchtune_lite.training.precision import get_dtype
 from torchtune_lite.quantization.nf4_cache import nf4_cache_path, save_nf4_cache
-from torchtune_lite.training.weight_loading import allocate_empty, initialize_adapters, load_weights_streaming, load_weights_with_nf4_cache
+from torchtune_lite.training.model_from_checkpoint import build_model_from_checkpoint
 
 
 def reset_peak_rss() -> None:
@@ -129,25 +129,12 @@ def write_random_checkpoint(folder: Path, shape: dict, config: Optional[dict] = 
     (folder / "config.json").write_text(json.dumps(config))
 
 
-def build_empty(build, device: torch.device) -> torch.nn.Module:
-    """The model built on the meta device (no init, no quantization of random weights), then given empty
-    storage on `device` and its RoPE cache, as the recipes do: every weight is loaded next."""
-    with torch.device("meta"):
-        model = build()
-    allocate_empty(model, device)
-    return model
-
-
 def build_loaded(build, checkpointer, cache: Optional[Path], device: torch.device) -> tuple[torch.nn.Module, bool]:
-    """Model filled from the NF4 cache if `cache` exists, else from the checkpoint (no cache written if None)."""
-    model = build_empty(build, device)
-    hit = False
-    if cache is None:
-        load_weights_streaming(model, checkpointer.iter_model(), source=str(checkpointer.checkpoint_dir), may_be_missing=is_adapter_key)
-    else:
-        hit = load_weights_with_nf4_cache(model, checkpointer.iter_model, cache, source=str(checkpointer.checkpoint_dir), may_be_missing=is_adapter_key)
-    initialize_adapters(model, seed=0)
-    return model, hit
+    """The model from the checkpoint as the recipes build it, through the NF4 cache `cache` when given (written
+    if absent); True when the cache was read (it exists and was not rewritten)."""
+    stamp = cache.stat().st_mtime_ns if cache is not None and cache.is_file() else None
+    model = build_model_from_checkpoint(build, checkpointer, device=device, dtype=torch.get_default_dtype(), nf4_cache=cache)
+    return model, stamp is not None and cache.stat().st_mtime_ns == stamp
 
 
 def train_step(model, loss_fn, optimizer, seq_len: int, vocab: int, generator: torch.Generator) -> float:

@@ -17,13 +17,11 @@ from torchtune_lite import config
 from torchtune_lite.modules.peft import (
     get_adapter_params,
     get_adapter_state_dict,
-    is_adapter_key,
     model_adapter_config,
     set_trainable_params,
 )
 from torchtune_lite.training.finetune import FinetuneConfig, FinetuneRecipe
 from torchtune_lite.training.output_dir import RECIPE_STATE_FILE
-from torchtune_lite.training.weight_loading import initialize_adapters, load_weights_streaming
 
 
 @dataclass
@@ -35,12 +33,7 @@ class LoRAFinetuneRecipeSingleDevice(FinetuneRecipe):
     """Only the adapters train; the base stays frozen (and in NF4 for QLoRA)."""
 
     def setup_model(self, checkpoint: dict) -> torch.nn.Module:
-        model = self.build_model()
-        self.load_base_weights(model, may_be_missing=is_adapter_key)  # fresh adapters
-        if "adapter" in checkpoint:  # resuming
-            load_weights_streaming(model, checkpoint["adapter"].items(), source="adapter", may_be_missing=lambda key: True)
-        else:
-            initialize_adapters(model, self.seed)
+        model = self.build_model(adapter=checkpoint.get("adapter"))  # the resumed run's adapter, else fresh ones
         self.adapter_params = get_adapter_params(model)
         set_trainable_params(model, self.adapter_params)
         return model

@@ -15,9 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from torchtune_lite.data.collate import CROSS_ENTROPY_IGNORE_IDX as IGNORE_INDEX  # the label the data masks with
 from torchtune_lite.training.linear_cross_entropy import fused_linear_cross_entropy
-
-IGNORE_INDEX = -100
 
 
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -73,7 +72,7 @@ class ChunkedCrossEntropyLoss(nn.Module):
     def __init__(
         self,
         num_output_chunks: int = 8,
-        ignore_index: int = -100,
+        ignore_index: int = IGNORE_INDEX,
         chunk_above_mb: float = 256.0,
         fused_chunk_mb: float = 64.0,
     ) -> None:

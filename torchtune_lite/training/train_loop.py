@@ -108,7 +108,6 @@ class TrainLoop:
         self.is_rank_zero, self.world_size = is_rank_zero, world_size
         self._signal = None
         self._after_first_step: Optional[Callable[[], None]] = after_first_step
-        self.loss_history: list[float] = []
         self.step_seconds: list[float] = []  # wall time of each optimizer step run by this process
 
     @property
@@ -197,7 +196,6 @@ class TrainLoop:
 
             # A sync point: the losses since the last one are read (one transfer), checked, and logged.
             losses = window.losses_checked()
-            self.loss_history.extend(losses)
             # Epochs count from 0 on screen as in the checkpoint folders (epoch_0 is the first epoch's).
             pbar.set_postfix_str(f"epoch_{self.progress.epoch} step {step} loss {losses[-1]:.4f}", refresh=False)
             if log:
