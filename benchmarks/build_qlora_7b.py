@@ -11,7 +11,7 @@ v_proj, output_proj and the MLP, rank 8, as in configs/llama2/7B_qlora.yaml; bf1
 Phases, each with its own peak RSS (VmHWM, reset between phases via /proc/self/clear_refs):
   cold build   build the model on the meta device, allocate it, stream the checkpoint in (quantizing
                each LoRA'd weight to NF4 as it arrives)
-  cache write  save the quantized base as the NF4 cache (torchtune_lite.training.nf4_cache)
+  cache write  save the quantized base as the NF4 cache (torchtune_lite.quantization.nf4_cache)
   warm build   the same model filled from the NF4 cache instead (no quantization)
   fwd+bwd      one forward and backward at batch 1 x 64 tokens (--skip-train skips this and the next)
   train step   batch 1 x --train-seq-len tokens with activation checkpointing: forward, chunked loss,
@@ -39,7 +39,7 @@ import torch
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.models.llama2 import qlora_llama2
 from torchtune_lite.models.llama2._model_builders import _COMMON, _SHAPES
-from torchtune_lite.modules.peft import get_adapter_params, set_trainable_params
+from torchtune_lite.modules.peft import get_adapter_params, is_adapter_key, set_trainable_params
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
 from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
@@ -50,8 +50,8 @@ from torchtune_lite.training.device import get_device
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
 from torchtune_lite.training.memory import get_memory_stats, reset_peak_memory_stats
 from torchtune_lite.training.precision import get_dtype
-from torchtune_lite.training.nf4_cache import load_weights_with_nf4_cache, nf4_cache_path, save_nf4_cache
-from torchtune_lite.training.weight_loading import allocate_empty, initialize_adapters, load_weights_streaming
+from torchtune_lite.quantization.nf4_cache import nf4_cache_path, save_nf4_cache
+from torchtune_lite.training.model_from_checkpoint import build_model_from_checkpoint
 
 
 def reset_peak_rss() -> None:
@@ -129,29 +129,12 @@ def write_random_checkpoint(folder: Path, shape: dict, config: Optional[dict] = 
     (folder / "config.json").write_text(json.dumps(config))
 
 
-def build_empty(build, device: torch.device) -> torch.nn.Module:
-    """The model built on the meta device (no init, no quantization of random weights), then given empty
-    storage on `device` and its RoPE cache, as the recipes do: every weight is loaded next."""
-    with torch.device("meta"):
-        model = build()
-    allocate_empty(model, device)
-    return model
-
-
 def build_loaded(build, checkpointer, cache: Optional[Path], device: torch.device) -> tuple[torch.nn.Module, bool]:
-    """Model filled from the NF4 cache if `cache` exists, else from the checkpoint (no cache written if None)."""
-    model = build_empty(build, device)
-    hit = False
-    if cache is None:
-        load_weights_streaming(model, checkpointer.iter_model(), source=str(checkpointer.checkpoint_dir), may_be_missing=is_lora)
-    else:
-        hit = load_weights_with_nf4_cache(model, checkpointer.iter_model, cache, source=str(checkpointer.checkpoint_dir), may_be_missing=is_lora)
-    initialize_adapters(model, seed=0)
-    return model, hit
-
-
-def is_lora(key: str) -> bool:
-    return "lora_" in key
+    """The model from the checkpoint as the recipes build it, through the NF4 cache `cache` when given (written
+    if absent); True when the cache was read (it exists and was not rewritten)."""
+    stamp = cache.stat().st_mtime_ns if cache is not None and cache.is_file() else None
+    model = build_model_from_checkpoint(build, checkpointer, device=device, dtype=torch.get_default_dtype(), nf4_cache=cache)
+    return model, stamp is not None and cache.stat().st_mtime_ns == stamp
 
 
 def train_step(model, loss_fn, optimizer, seq_len: int, vocab: int, generator: torch.Generator) -> float:
@@ -209,7 +192,7 @@ def build_phases(build, checkpointer, cache: Path, device: torch.device) -> torc
     with Phase("cold build (meta build + stream checkpoint + quantize to NF4)"):
         model, _ = build_loaded(build, checkpointer, None, device)
     with Phase("writing the NF4 cache"):
-        save_nf4_cache(cache, {k: v for k, v in model.named_parameters() if not is_lora(k)})
+        save_nf4_cache(cache, {k: v for k, v in model.named_parameters() if not is_adapter_key(k)})
     print(f"  NF4 cache {cache}: {cache.stat().st_size / 2**30:.2f} GiB")
     del model
     with Phase("warm build (meta build + NF4 cache)"):

@@ -22,7 +22,7 @@ from build_qlora_7b import Phase, build_phases, save_phase, train_phases, write_
 from torchtune_lite.models import from_pretrained_config
 from torchtune_lite.models._hf_config import decoder_args_from_hf_config
 from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
-from torchtune_lite.training.nf4_cache import nf4_cache_path
+from torchtune_lite.quantization.nf4_cache import nf4_cache_path
 from torchtune_lite.training.device import get_device
 from torchtune_lite.training.precision import get_dtype
 

@@ -16,6 +16,7 @@ import torch
 
 from torchtune_lite.models.llama2 import qlora_llama2
 from torchtune_lite.modules import sdpa
+from torchtune_lite.modules.peft import is_adapter_key
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
@@ -31,7 +32,7 @@ def main() -> None:
     model = qlora_llama2(["q_proj", "v_proj"], vocab_size=32000, num_layers=8, num_heads=8, num_kv_heads=8,
                          embed_dim=512, intermediate_dim=1376, max_seq_len=512, lora_rank=8, lora_alpha=16)
     for name, p in model.named_parameters():
-        p.requires_grad_("lora_" in name)
+        p.requires_grad_(is_adapter_key(name))
     tokens = torch.randint(0, 32000, (4, 257))
     loss_fn = ChunkedCrossEntropyLoss()
     budget = sdpa.MATMUL_SCORES_MAX_BYTES

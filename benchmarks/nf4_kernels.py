@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from machine_limit import best_seconds
 from torchtune_lite._torchao import to_nf4
-from torchtune_lite.modules.peft.nf4 import dequantize_nf4, linear_nf4, quantize_nf4
+from torchtune_lite.quantization import dequantize_nf4, linear_nf4, quantize_nf4
 from torchtune_lite.training.precision import get_dtype
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}

@@ -43,7 +43,7 @@ def recipe_main(cfg) -> None:
     # score with the chat layout the fine-tune trained with, when its folder saved one (data/saved_template.py)
     use_saved_template(tokenizer, [cfg.checkpointer.get("adapter_checkpoint"), cfg.checkpointer.checkpoint_dir], True)
     dataset = config.instantiate(cfg.dataset, tokenizer)
-    collate = collate_for(bool(getattr(cfg.dataset, "packed", False)), tokenizer.pad_id)
+    collate = collate_for(dataset, tokenizer.pad_id)
     loader, _ = build_dataloader(dataset, batch_size=cfg.batch_size, shuffle=False, seed=0, collate_fn=collate, drop_last=False)
     loss_fn = config.instantiate(cfg.loss) if cfg.loss else None
 

@@ -14,9 +14,7 @@ from torchtune_lite.training.finetune import FinetuneConfig, FinetuneRecipe
 
 class FullFinetuneRecipeSingleDevice(FinetuneRecipe):
     def setup_model(self, checkpoint: dict) -> torch.nn.Module:
-        model = self.build_model()
-        self.load_base_weights(model)
-        return model
+        return self.build_model()
 
     def trainable_params(self) -> list[torch.nn.Parameter]:
         return [p for p in self.model.parameters() if p.requires_grad]

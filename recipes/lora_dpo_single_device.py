@@ -26,14 +26,13 @@ import torch
 from omegaconf import OmegaConf
 
 from torchtune_lite import config
-from torchtune_lite.data.preference import collate_preference
-from torchtune_lite.modules.peft import get_adapter_params, set_trainable_params
+from torchtune_lite.modules.peft import get_adapter_params, is_adapter_key, set_trainable_params
 from torchtune_lite.recipes.lora_finetune_single_device import LoRAFinetuneRecipeSingleDevice, LoRARecipeConfig
 from torchtune_lite.training.compile import compile_loss
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
 from torchtune_lite.training.preference_loss import PreferenceLoss
 from torchtune_lite.training.preference_step import PreferenceObjective, ReferencePolicy
-from torchtune_lite.training.weight_loading import initialize_adapters, load_weights_streaming
+from torchtune_lite.training.weight_loading import load_weights_streaming
 
 
 @dataclass
@@ -47,22 +46,15 @@ class PreferenceTuning:
     """What preference tuning changes in a LoRA recipe; mixed into the single-device and distributed ones."""
 
     def setup_model(self, checkpoint: dict) -> torch.nn.Module:
-        model = self.build_model()
-        self.load_base_weights(model, may_be_missing=lambda key: "lora_" in key)  # adapters come next
-        if self.cfg.start_adapter:
-            start = self.checkpointer.load_adapter(Path(self.cfg.start_adapter).expanduser())
-            load_weights_streaming(model, start.items(), source=str(self.cfg.start_adapter), may_be_missing=lambda key: "lora_" not in key)
-        else:
-            initialize_adapters(model, self.seed)
-        self.reference = ReferencePolicy(model, from_start_adapter=bool(self.cfg.start_adapter))
+        start = self.checkpointer.load_adapter(Path(self.cfg.start_adapter).expanduser()) if self.cfg.start_adapter else None
+        model = self.build_model(adapter=start)  # fresh adapters when there is no starting one
+        self.reference = ReferencePolicy(model, from_start_adapter=start is not None)
         if "adapter" in checkpoint:  # resuming: the trained adapter replaces the starting one
-            load_weights_streaming(model, checkpoint["adapter"].items(), source="adapter", may_be_missing=lambda key: True)
+            load_weights_streaming(model, checkpoint["adapter"].items(), source="adapter",
+                                   may_be_missing=lambda key: not is_adapter_key(key))
         self.adapter_params = get_adapter_params(model)
         set_trainable_params(model, self.adapter_params)
         return model
-
-    def collate_fn(self):
-        return functools.partial(collate_preference, padding_idx=self.tokenizer.pad_id)
 
     def setup(self) -> None:
         super().setup()

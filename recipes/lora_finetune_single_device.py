@@ -14,10 +14,14 @@ from pathlib import Path
 import torch
 
 from torchtune_lite import config
-from torchtune_lite.modules.peft import LoRALinear, get_adapter_params, get_adapter_state_dict, set_trainable_params
+from torchtune_lite.modules.peft import (
+    get_adapter_params,
+    get_adapter_state_dict,
+    model_adapter_config,
+    set_trainable_params,
+)
 from torchtune_lite.training.finetune import FinetuneConfig, FinetuneRecipe
 from torchtune_lite.training.output_dir import RECIPE_STATE_FILE
-from torchtune_lite.training.weight_loading import initialize_adapters, load_weights_streaming
 
 
 @dataclass
@@ -29,12 +33,7 @@ class LoRAFinetuneRecipeSingleDevice(FinetuneRecipe):
     """Only the adapters train; the base stays frozen (and in NF4 for QLoRA)."""
 
     def setup_model(self, checkpoint: dict) -> torch.nn.Module:
-        model = self.build_model()
-        self.load_base_weights(model, may_be_missing=lambda key: "lora_" in key)  # fresh adapters
-        if "adapter" in checkpoint:  # resuming
-            load_weights_streaming(model, checkpoint["adapter"].items(), source="adapter", may_be_missing=lambda key: True)
-        else:
-            initialize_adapters(model, self.seed)
+        model = self.build_model(adapter=checkpoint.get("adapter"))  # the resumed run's adapter, else fresh ones
         self.adapter_params = get_adapter_params(model)
         set_trainable_params(model, self.adapter_params)
         return model
@@ -46,8 +45,7 @@ class LoRAFinetuneRecipeSingleDevice(FinetuneRecipe):
         # Parameters as they are (NF4 weights stay NF4): the checkpointer dequantizes and merges the
         # adapters one tensor at a time while writing, so saving never holds a high-precision model copy.
         state = self.parameters_for_checkpoint()
-        lora = next(m for m in self.model.modules() if isinstance(m, LoRALinear))
-        adapter_config = {"r": lora.rank, "lora_alpha": lora.alpha, "lora_dropout": self.cfg.model.get("lora_dropout", 0.0)}
+        adapter_config = model_adapter_config(self.model)
         if self.cfg.save_adapter_weights_only:
             return {"adapter": get_adapter_state_dict(state), "adapter_config": adapter_config}
         return {"model": state, "adapter_config": adapter_config}

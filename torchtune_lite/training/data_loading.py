@@ -16,12 +16,17 @@ import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, IterableDataset
 
 
-def collate_for(packed: bool, pad_id: int) -> Callable:
-    """The batch collator for a data set: packed samples keep their block-causal masks; others are padded."""
-    from torchtune_lite.data import padded_collate_packed, padded_collate_sft
+def collate_for(dataset: Dataset, pad_id: int) -> Callable:
+    """The batch collator for a data set: packed samples keep their block-causal masks; preference pairs
+    become their chosen rows then their rejected rows; others are padded."""
+    from torchtune_lite.data import PackedDataset, padded_collate_packed, padded_collate_sft
+    from torchtune_lite.data.preference import collate_preference
+    from torchtune_lite.datasets import PreferenceDataset
 
-    if packed:
+    if isinstance(dataset, PackedDataset):
         return padded_collate_packed
+    if isinstance(dataset, PreferenceDataset):
+        return functools.partial(collate_preference, padding_idx=pad_id)
     return functools.partial(padded_collate_sft, padding_idx=pad_id)
 
 

@@ -19,8 +19,8 @@ from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import fully_shard
 from torch.distributed.tensor import DTensor, distribute_tensor
 
-from torchtune_lite._torchao import NF4Tensor, SubclassTensorArgs
-from torchtune_lite.modules.peft.nf4 import quantize_nf4
+from torchtune_lite._torchao import NF4Tensor
+from torchtune_lite.quantization import nf4_fields, nf4_from_fields, nf4_layout, quantize_nf4
 
 
 def is_distributed_launch() -> bool:
@@ -170,17 +170,8 @@ def nf4_shard_with_own_storage(nf4: NF4Tensor, world_size: int, rank: int) -> NF
     given (no copy): a rank would then hold the whole 4-bit weight, not 1/world_size of it.
     """
     view = torch.chunk(nf4, world_size, dim=0)[rank]
-    return NF4Tensor(
-        SubclassTensorArgs(view.size(), view.stride(), 0, view.dtype, view.device, view.requires_grad),
-        view.block_size,
-        view.n_blocks,
-        view.scaler_block_size,
-        view.quantized_scalers.clone(),
-        view.quantization_factor.clone(),
-        view.scaler_mean.clone(),
-        view.quantized_data.clone(),
-        view.nf4.clone(),
-    )
+    fields = {name: inner.clone() for name, inner in nf4_fields(view).items()}
+    return nf4_from_fields(nf4_layout(view), fields, requires_grad=view.requires_grad)
 
 
 def gather_full_tensor(value: torch.Tensor) -> torch.Tensor:

@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Optional
 
 import torch
 
-from torchtune_lite.training.loss import ChunkedCrossEntropyLoss, shift_labels
+from torchtune_lite.training.loss import ChunkedCrossEntropyLoss, forward_loss
 
 
 @dataclass
@@ -20,16 +20,6 @@ class EvalResult:
     @property
     def perplexity(self) -> float:
         return math.exp(self.loss) if self.loss < 700 else float("inf")
-
-
-def forward_loss(
-    model: torch.nn.Module, loss_fn: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(summed loss, count of scored tokens) of one collated batch (`tokens`/`labels` [b, s], optional `mask`,
-    `input_pos`): the model's final hidden states through `loss_fn` with its output layer, labels shifted."""
-    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    hidden = model(batch["tokens"], mask=batch.get("mask"), input_pos=batch.get("input_pos"), return_hidden=True)
-    return loss_fn(hidden, model.output, shift_labels(batch["labels"]))
 
 
 @torch.no_grad()  # not inference_mode: FSDP2 reuses its all-gather buffers in the training steps that follow

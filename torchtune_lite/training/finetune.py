@@ -8,7 +8,6 @@ what a checkpoint holds. The distributed recipe also overrides how the model is 
 
 from __future__ import annotations
 
-import logging
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,14 +32,13 @@ from torchtune_lite.training.memory import format_memory_stats, get_memory_stats
 from torchtune_lite.training.optimizer_state import load_optimizer_state, optimizer_state_for_checkpoint
 from torchtune_lite.training.metric_logging import StdoutLogger, scrub_secrets
 from torchtune_lite.training.output_dir import RECIPE_STATE_FILE, find_latest_checkpoint, prepare_output_dir
-from torchtune_lite.training.precision import enable_tf32_for_fp32, get_dtype, set_default_dtype
+from torchtune_lite.training.precision import enable_tf32_for_fp32, get_dtype
 from torchtune_lite.training.progress_bars import write_above_bar
 from torchtune_lite.training.seed import get_rng_state, seed_for_run, set_rng_state, set_seed
-from torchtune_lite.training.nf4_cache import load_weights_with_nf4_cache, nf4_cache_path
-from torchtune_lite.training.weight_loading import allocate_empty, assert_materialized, load_weights_streaming
+from torchtune_lite.quantization.nf4_cache import nf4_cache_path
+from torchtune_lite.training.model_from_checkpoint import build_model_from_checkpoint
+from torchtune_lite.training.weight_loading import allocate_empty
 from torchtune_lite.training.train_loop import LoopSettings, NonFiniteLossError, Progress, TrainingInterrupted, TrainLoop
-
-log = logging.getLogger("torchtune_lite")
 
 
 @dataclass
@@ -136,7 +134,7 @@ class FinetuneRecipe:
         resume_dir = broadcast_object(self._find_resume_dir() if self.is_rank_zero else None)
 
         self.checkpointer = self._build_checkpointer(resume_dir)
-        # Model weights are streamed into the built model (see load_base_weights), not loaded here.
+        # Model weights are streamed into the built model (see build_model), not loaded here.
         checkpoint = self.checkpointer.load_checkpoint(include_model=False)
         # Seeded only now: a resumed run keeps the seed it started with (its data order depends on it).
         self.seed = set_seed(seed_for_run(cfg.seed, checkpoint.get("recipe_state", {}).get("seed")))
@@ -146,17 +144,17 @@ class FinetuneRecipe:
         dataset_val = config.instantiate(cfg.dataset_val, self.tokenizer) if cfg.dataset_val else None
 
         self.model = self.setup_model(checkpoint)
-        assert_materialized(self.model)
         self._check_tokenizer_fits_model()
         self.print(f"Model ready on {self.device} in {self.dtype}. Memory: {format_memory_stats(get_memory_stats(self.device))}")
         reset_peak_memory_stats(self.device)  # CUDA: the logged peaks are training's, not loading's
 
+        collate_fn = collate_for(self.dataset, self.tokenizer.pad_id)
         self.dataloader, self.sampler = build_dataloader(
             self.dataset,
             batch_size=cfg.batch_size,
             shuffle=cfg.shuffle,
             seed=self.seed,
-            collate_fn=self.collate_fn(),
+            collate_fn=collate_fn,
             rank=self.rank,
             world_size=self.world_size,
             pin_memory=self.device.type == "cuda",
@@ -172,7 +170,7 @@ class FinetuneRecipe:
                 batch_size=cfg.batch_size,
                 shuffle=False,
                 seed=self.seed,
-                collate_fn=self.collate_fn(),
+                collate_fn=collate_fn,
                 drop_last=False,  # every held-out sample counts (ranks pad with repeats to equal shares)
                 rank=self.rank,
                 world_size=self.world_size,
@@ -316,14 +314,6 @@ class FinetuneRecipe:
         at a time while writing). The distributed recipe gathers them to rank 0 instead."""
         return {name: param.detach() for name, param in self.model.named_parameters()}
 
-    def collate_fn(self):
-        return collate_for(bool(getattr(self.cfg.dataset, "packed", False)), self.tokenizer.pad_id)
-
-    def model_build_device(self) -> torch.device:
-        """Where the model's parameters are first created: on meta, so nothing is initialized (or, for QLoRA,
-        quantized) only to be overwritten by the checkpoint."""
-        return torch.device("meta")
-
     def place_model(self, model: torch.nn.Module) -> None:
         """Gives the meta-built model (empty) storage where it trains; the distributed recipe shards it instead."""
         allocate_empty(model, self.device)
@@ -335,18 +325,21 @@ class FinetuneRecipe:
         """Runs once this process's first optimizer step (the one that compiles) is done."""
 
     # ------------------------------------------------------------------ mechanics
-    def build_model(self) -> torch.nn.Module:
-        """The model component in the run's dtype, with activation checkpointing and per-layer compile
-        applied as configured, placed by `place_model`. Weights are not loaded yet."""
-        with set_default_dtype(self.dtype), self.model_build_device():
-            model = config.instantiate(self.cfg.model)
+    def build_model(self, adapter: Optional[dict] = None) -> torch.nn.Module:
+        """The model component from the checkpoint in the run's dtype (see `build_model_from_checkpoint`), with
+        activation checkpointing and per-layer compile applied as configured, placed by `place_model`;
+        LoRA adapters from `adapter` (a resumed run's) or fresh from the run's seed."""
+        self.compiled = self.cfg.compile is True  # "auto" is decided once the run's length is known
+        return build_model_from_checkpoint(
+            self.cfg.model, self.checkpointer, device=self.device, dtype=self.dtype, adapter=adapter,
+            adapter_seed=self.seed, nf4_cache=self._nf4_cache(), prepare=self._prepare_model, place=self.place_model,
+        )  # fmt: skip
+
+    def _prepare_model(self, model: torch.nn.Module) -> None:
         if self.cfg.enable_activation_checkpointing:
             apply_activation_checkpointing(model, (TransformerDecoderLayer,))
-        self.compiled = self.cfg.compile is True  # "auto" is decided once the run's length is known
         if self.compiled:
             compile_model(model, (TransformerDecoderLayer,), device=self.device)
-        self.place_model(model)
-        return model
 
     def print(self, message: str, error: bool = False) -> None:
         if self.is_rank_zero:
@@ -355,16 +348,12 @@ class FinetuneRecipe:
             else:
                 write_above_bar(message)  # a checkpoint saved mid-run is announced above the training bar
 
-    def load_base_weights(self, model: torch.nn.Module, may_be_missing=lambda key: False) -> None:
-        """Streams the checkpoint's weights into `model` one tensor at a time, or, with `nf4_cache_dir`, copies
-        the quantized base a run of the same checkpoint and model config saved there (see nf4_cache)."""
-        source = str(self.cfg.checkpointer.checkpoint_dir)
+    def _nf4_cache(self) -> Optional[Path]:
+        """With `nf4_cache_dir` (one device), the cache file of this checkpoint, model config and dtype."""
         if self.cfg.nf4_cache_dir is None or self.world_size > 1:
-            load_weights_streaming(model, self.checkpointer.iter_model(), source=source, may_be_missing=may_be_missing)
-            return
+            return None
         key = {"model": OmegaConf.to_container(self.cfg.model, resolve=True), "dtype": str(self.dtype)}
-        cache = nf4_cache_path(self.cfg.nf4_cache_dir, self.checkpointer.weight_files(), key)
-        load_weights_with_nf4_cache(model, self.checkpointer.iter_model, cache, source=source, may_be_missing=may_be_missing)
+        return nf4_cache_path(self.cfg.nf4_cache_dir, self.checkpointer.weight_files(), key)
 
     def _find_resume_dir(self) -> Optional[Path]:
         if not self.cfg.resume_from_checkpoint:

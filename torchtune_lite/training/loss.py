@@ -1,4 +1,4 @@
-"""Cross-entropy computed chunk by chunk from the final hidden states.
+"""The training forward (`forward_loss`) and its cross-entropy, computed chunk by chunk from the final hidden states.
 
 With a 32000-token vocabulary the fp32 logits of one 4x512 batch take 260 MB, and autograd would keep
 them for backward. A plain linear output layer (untied or tied to the embeddings, frozen or trained) goes
@@ -15,15 +15,24 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
+from torchtune_lite.data.collate import CROSS_ENTROPY_IGNORE_IDX as IGNORE_INDEX  # the label the data masks with
 from torchtune_lite.training.linear_cross_entropy import fused_linear_cross_entropy
-
-IGNORE_INDEX = -100
 
 
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
     """labels: [b, s] -> [b, s]. Position i predicts token i+1: drop the first label, pad the end with IGNORE_INDEX."""
     pad = torch.full_like(labels[:, :1], IGNORE_INDEX)
     return torch.cat([labels[:, 1:], pad], dim=1)
+
+
+def forward_loss(
+    model: torch.nn.Module, loss_fn: torch.nn.Module, batch: dict[str, torch.Tensor], device: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The training forward: (summed loss, count of scored tokens) of one collated batch (`tokens`/`labels` [b, s], optional `mask`,
+    `input_pos`): the model's final hidden states through `loss_fn` with its output layer, labels shifted."""
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    hidden = model(batch["tokens"], mask=batch.get("mask"), input_pos=batch.get("input_pos"), return_hidden=True)
+    return loss_fn(hidden, model.output, shift_labels(batch["labels"]))
 
 
 def _chunk_loss_sum(output: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, ignore_index: int) -> torch.Tensor:
@@ -73,7 +82,7 @@ class ChunkedCrossEntropyLoss(nn.Module):
     def __init__(
         self,
         num_output_chunks: int = 8,
-        ignore_index: int = -100,
+        ignore_index: int = IGNORE_INDEX,
         chunk_above_mb: float = 256.0,
         fused_chunk_mb: float = 64.0,
     ) -> None:

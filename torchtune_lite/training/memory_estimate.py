@@ -27,15 +27,16 @@ from typing import Optional
 
 import torch
 from omegaconf import DictConfig
+from torch.utils._python_dispatch import TorchDispatchMode  # no public API counts the ops of a meta-device step
 
 from torchtune_lite import config
 from torchtune_lite._torchao import NF4Tensor
-from torchtune_lite.modules.peft import LoRALinear
-from torchtune_lite.modules.peft.nf4 import nf4_block_sizes
+from torchtune_lite.modules.peft import LoRALinear, is_adapter_key
+from torchtune_lite.quantization import nf4_block_sizes
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
-from torchtune_lite.training.precision import get_dtype, set_default_dtype
-from torch.utils._python_dispatch import TorchDispatchMode  # no public API counts the ops of a meta-device step
+from torchtune_lite.training.model_from_checkpoint import build_on_meta
+from torchtune_lite.training.precision import get_dtype
 
 _MIB = 1024**2
 _GIB = 1024**3
@@ -160,12 +161,11 @@ def build_meta_model(cfg: DictConfig, dtype: torch.dtype) -> torch.nn.Module:
     model); `weight_bytes` then counts the NF4 size of each base weight that would have been quantized,
     which `model.nf4_requested` records."""
     nf4 = _requests_nf4(cfg.model)
-    with set_default_dtype(dtype), torch.device("meta"):
-        model = config.instantiate(cfg.model, **({"quantize_base": False} if nf4 else {}))
+    model = build_on_meta(cfg.model, dtype, **({"quantize_base": False} if nf4 else {}))
     model.nf4_requested = nf4
     has_lora = any(isinstance(m, LoRALinear) for m in model.modules())
     for name, param in model.named_parameters():
-        param.requires_grad_(not has_lora or "lora_" in name)
+        param.requires_grad_(not has_lora or is_adapter_key(name))
     return model
 
 

@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Optional
 
 from torchtune_lite.training.checkpointing._atomic import clean_stale_staging
-
-RECIPE_STATE_FILE = "recipe_state.pt"
+from torchtune_lite.training.checkpointing._recipe_state import RECIPE_STATE_FILE
 _CHECKPOINT_DIR = re.compile(r"^(epoch|step)_(\d+)$")
 
 

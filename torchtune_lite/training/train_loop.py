@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from torchtune_lite.training.data_loading import batches_per_epoch, epoch_batches
 from torchtune_lite.training.distributed import max_over_ranks
-from torchtune_lite.training.evaluation import evaluate_loss, forward_loss
-from torchtune_lite.training.loss import IGNORE_INDEX, shift_labels  # noqa: F401 (re-exported)
+from torchtune_lite.training.evaluation import evaluate_loss
+from torchtune_lite.training.loss import IGNORE_INDEX, forward_loss, shift_labels  # noqa: F401 (IGNORE_INDEX, shift_labels re-exported)
 from torchtune_lite.training.gradients import clip_grad_norm_, scale_grads
 from torchtune_lite.training.memory import get_memory_stats
 from torchtune_lite.training.progress_bars import progress_bar
@@ -123,7 +123,6 @@ class TrainLoop:
         # another objective (preference tuning) plugs in here and reports its own metrics via extra_metrics.
         self.forward: Forward = forward or functools.partial(_token_loss, loss_fn)
         self.extra_metrics = extra_metrics
-        self.loss_history: list[float] = []
         self.step_seconds: list[float] = []  # wall time of each optimizer step run by this process
 
     @property
@@ -212,7 +211,6 @@ class TrainLoop:
 
             # A sync point: the losses since the last one are read (one transfer), checked, and logged.
             losses = window.losses_checked()
-            self.loss_history.extend(losses)
             # Epochs count from 0 on screen as in the checkpoint folders (epoch_0 is the first epoch's).
             pbar.set_postfix_str(f"epoch_{self.progress.epoch} step {step} loss {losses[-1]:.4f}", refresh=False)
             if log:

@@ -8,7 +8,9 @@ The same path fills a model sharded with FSDP2: each rank keeps only its own sha
 
 from __future__ import annotations
 
-from typing import Callable, Iterable, Optional
+import logging
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import nn
@@ -16,8 +18,13 @@ from torch.distributed.tensor import DTensor
 
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.modules.peft import LoRALinear
+from torchtune_lite.quantization.nf4_cache import iter_nf4_cache, save_nf4_cache
+from torchtune_lite.quantization.nf4_layout import nf4_fields, nf4_from_fields, nf4_layout
+from torchtune_lite.training.checkpointing._errors import CheckpointFormatError
 from torchtune_lite.training.distributed import materialize_buffers, shard_full_tensor
 from torchtune_lite.training.progress_bars import progress_bar
+
+log = logging.getLogger("torchtune_lite")
 
 
 def load_weights_streaming(
@@ -80,6 +87,42 @@ def _retie(model: nn.Module, alias: str, canonical: str) -> None:
         setattr(module, name, owner._parameters[owner_name])
 
 
+def load_weights_with_nf4_cache(
+    model: nn.Module,
+    checkpoint: Callable[[], Iterator[tuple[str, torch.Tensor]]],
+    cache_path: Path,
+    *,
+    source: str,
+    may_be_missing: Callable[[str], bool] = lambda key: False,
+) -> bool:
+    """Fill `model` from `cache_path` if it exists, else stream `checkpoint()` into it (NF4 weights are
+    quantized on the way in) and save what was loaded to `cache_path`. Returns True on a cache hit.
+
+    A cache that cannot be read or does not fit the model is deleted and rebuilt from the checkpoint.
+    """
+    if cache_path.is_file():
+        try:
+            load_weights_streaming(model, iter_nf4_cache(cache_path), source=str(cache_path), may_be_missing=may_be_missing,
+                                   desc="Loading the NF4 cache")
+            log.info("Loaded the quantized base from the NF4 cache %s", cache_path)
+            return True
+        except (CheckpointFormatError, ValueError) as err:
+            log.warning("NF4 cache %s is unusable (%s); rebuilding it from %s", cache_path, err, source)
+            cache_path.unlink(missing_ok=True)
+    loaded: list[str] = []
+
+    def recorded() -> Iterator[tuple[str, torch.Tensor]]:
+        for key, value in checkpoint():
+            loaded.append(key)
+            yield key, value
+
+    load_weights_streaming(model, recorded(), source=source, may_be_missing=may_be_missing)
+    state = {**dict(model.named_parameters(remove_duplicate=False)), **dict(model.named_buffers(remove_duplicate=False))}
+    save_nf4_cache(cache_path, {key: state[key] for key in dict.fromkeys(loaded)})
+    log.info("Saved the quantized base to the NF4 cache %s", cache_path)
+    return False
+
+
 def _load_one(model: nn.Module, key: str, value: torch.Tensor, expected: dict, source: str) -> None:
     _check_one(key, value, expected, source)
     assign_full_tensor(model, key, value)
@@ -133,12 +176,8 @@ def allocate_empty(model: nn.Module, device: torch.device) -> None:
 def _empty_like_on(value: torch.Tensor, device: torch.device) -> torch.Tensor:
     if not isinstance(value, NF4Tensor):
         return torch.empty_like(value, device=device)
-    from torchtune_lite.training.nf4_cache import nf4_from_fields
-
-    names, _ = value.__tensor_flatten__()
-    layout = {"shape": list(value.shape), "dtype": str(value.dtype).removeprefix("torch."), "block_size": value.block_size,
-              "scaler_block_size": value.scaler_block_size, "n_blocks": value.n_blocks}  # fmt: skip
-    return nf4_from_fields(layout, {n: torch.empty_like(getattr(value, n), device=device) for n in names})
+    fields = {name: torch.empty_like(inner, device=device) for name, inner in nf4_fields(value).items()}
+    return nf4_from_fields(nf4_layout(value), fields)
 
 
 def assert_materialized(model: nn.Module) -> None:

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from tests.torchtune_lite.training.ranks import run_on_ranks
-from torchtune_lite.modules.peft.nf4 import dequantize_nf4, quantize_nf4
+from torchtune_lite.quantization import dequantize_nf4, quantize_nf4
 
 # 256 x 256 weights: 65536 values = 1024 NF4 blocks of 64 = 4 scaler blocks of 256, so every field splits over 4.
 SHAPE = dict(vocab_size=64, num_layers=1, num_heads=4, num_kv_heads=4, embed_dim=256, intermediate_dim=64, max_seq_len=16)

@@ -7,7 +7,7 @@ import torch
 from torch import nn
 
 from torchtune_lite._torchao import NF4Tensor
-from torchtune_lite.modules.peft.nf4 import dequantize_nf4
+from torchtune_lite.quantization import dequantize_nf4
 
 
 def reparametrize_as_dtype_state_dict_post_hook(

@@ -16,17 +16,21 @@ import torch
 
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.data.saved_template import write_template_config
-from torchtune_lite.modules.peft.nf4 import dequantize_nf4
-from torchtune_lite.modules.peft.utils import merge_lora_weight
+from torchtune_lite.modules.peft.lora import (
+    adapter_scale,
+    complete_adapter_config,
+    is_adapter_key,
+    merge_lora_weight,
+    peft_adapter_config,
+)
+from torchtune_lite.quantization import dequantize_nf4
 from torchtune_lite.training.checkpointing._atomic import atomic_copy, atomic_write_bytes, staged_dir
 from torchtune_lite.training.checkpointing._convert_weights import (
     HF_MODULE_NAMES,
     ModelShape,
     hf_to_interleaved,
-    is_lora_key,
     lora_key_from_hf,
     rotary_heads,
-    split_lora_key,
 )
 from torchtune_lite.training.checkpointing._errors import CheckpointFormatError, CheckpointNotFoundError
 from torchtune_lite.training.checkpointing._recipe_state import RECIPE_STATE_FILE, load_recipe_state, save_recipe_state
@@ -132,7 +136,7 @@ class CheckpointerBase:
                 heads = rotary_heads(key, self._require_shape(file))
                 if heads is not None:
                     value = hf_to_interleaved(value, heads)
-            elif not is_lora_key(key):
+            elif not is_adapter_key(key):
                 raise CheckpointFormatError(f"{file}: key {key!r} is not a LoRA weight: give adapter_checkpoint a LoRA adapter")
             adapter[key] = value
         return adapter
@@ -158,7 +162,6 @@ class CheckpointerBase:
         epoch: int,
         *,
         step: Optional[int] = None,
-        adapter_only: bool = False,
     ) -> Path:
         """Write `output_dir/epoch_{epoch}` (or `step_{step}` when `step` is given) and return it.
 
@@ -173,14 +176,14 @@ class CheckpointerBase:
         """
         model = dict(state_dict.get("model") or {})
         adapter = dict(state_dict.get("adapter") or {})
-        lora_in_model = {k: model.pop(k) for k in [k for k in model if is_lora_key(k)]}
+        lora_in_model = {k: model.pop(k) for k in [k for k in model if is_adapter_key(k)]}
         adapter = adapter or lora_in_model
-        adapter_config = self._complete_adapter_config(adapter, state_dict.get("adapter_config")) if adapter else None
+        adapter_config = complete_adapter_config(adapter, state_dict.get("adapter_config")) if adapter else None
         target = self.output_dir / (f"step_{step}" if step is not None else f"epoch_{epoch}")
         files: list[str] = []
         with staged_dir(target) as stage:
-            if model and not adapter_only:
-                scale = adapter_config["lora_alpha"] / adapter_config["r"] if lora_in_model else 0.0
+            if model:
+                scale = adapter_scale(adapter_config) if lora_in_model else 0.0
                 tensors = [self._model_tensor(k, v, lora_in_model, scale) for k, v in model.items()]
                 with track_writes([t for t in tensors if t is not None], f"Saving {target.name}") as tracked:
                     files += self.write_model(stage, tracked)
@@ -208,41 +211,10 @@ class CheckpointerBase:
         # An NF4Tensor reports its original shape and dtype, which is what the producer returns.
         return self.model_tensor_to_write(key, tuple(value.shape), value.dtype, produce)
 
-    def _complete_adapter_config(self, adapter: dict, config: Optional[dict]) -> dict:
-        config = dict(config or {})
-        if "lora_alpha" not in config:
-            raise ValueError("saving a LoRA adapter needs state_dict['adapter_config']['lora_alpha']: pass the model's lora_alpha")
-        ranks = {v.shape[0] for k, v in adapter.items() if k.endswith("lora_a.weight")}
-        if len(ranks) != 1:
-            raise CheckpointFormatError(f"adapter lora_a weights have ranks {sorted(ranks)}: every LoRA layer must share one rank")
-        config.setdefault("r", ranks.pop())
-        modules = sorted({split_lora_key(k)[0].rsplit(".", 1)[-1] for k in adapter})
-        config.setdefault("target_modules", modules)
-        config.setdefault("lora_dropout", 0.0)
-        return config
-
-    def peft_adapter_config(self, config: dict) -> dict:
-        """PEFT's `adapter_config.json` for our adapter config."""
-        hf_names = set(HF_MODULE_NAMES.values())
-        unknown = [m for m in config["target_modules"] if m not in HF_MODULE_NAMES and m not in hf_names]
-        if unknown:
-            raise ValueError(f"adapter target_modules {unknown} are not decoder linear layers: use some of {list(HF_MODULE_NAMES)}")
-        return {
-            "base_model_name_or_path": str(config.get("base_model_name_or_path", self.checkpoint_dir.resolve())),
-            "peft_type": "LORA",
-            "task_type": "CAUSAL_LM",
-            "r": int(config["r"]),
-            "lora_alpha": float(config["lora_alpha"]),
-            "lora_dropout": float(config["lora_dropout"]),
-            "target_modules": sorted({HF_MODULE_NAMES.get(m, m) for m in config["target_modules"]}),
-            "bias": "none",
-            "fan_in_fan_out": False,
-            "inference_mode": True,
-            "use_dora": bool(config.get("use_dora", False)),
-        }
-
     def write_adapter_config(self, stage: Path, config: dict) -> str:
-        atomic_write_bytes(stage / ADAPTER_CONFIG_FILE, json.dumps(self.peft_adapter_config(config), indent=2).encode())
+        """PEFT's `adapter_config.json` for our adapter config, based on this checkpoint."""
+        peft_config = peft_adapter_config(config, HF_MODULE_NAMES, str(self.checkpoint_dir.resolve()))
+        atomic_write_bytes(stage / ADAPTER_CONFIG_FILE, json.dumps(peft_config, indent=2).encode())
         return ADAPTER_CONFIG_FILE
 
     # subclass hooks

@@ -15,6 +15,7 @@ from typing import Optional
 
 import torch
 
+from torchtune_lite.modules.peft.lora import split_adapter_key
 from torchtune_lite.training.checkpointing._errors import CheckpointFormatError
 
 
@@ -211,7 +212,7 @@ def hf_to_interleaved(w: torch.Tensor, n_heads: int) -> torch.Tensor:
 
 def lora_key_to_hf(key: str) -> str:
     """`layers.0.attn.q_proj.lora_a.weight` -> `base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight`."""
-    module, part = split_lora_key(key)
+    module, part = split_adapter_key(key)
     hf_module = HF_KEYS.to_theirs(module + ".weight")[: -len(".weight")]
     return f"base_model.model.{hf_module}.lora_{part.upper()}.weight"
 
@@ -226,15 +227,3 @@ def lora_key_from_hf(key: str, source: str) -> str:
     if ours is None:
         raise CheckpointFormatError(f"{source}: LoRA on {m.group(1)!r} is not supported: target the decoder's linear layers only")
     return f"{ours[: -len('.weight')]}.lora_{m.group(2).lower()}.weight"
-
-
-def split_lora_key(key: str) -> tuple[str, str]:
-    """`P.lora_a.weight` -> (`P`, "a")."""
-    m = re.match(r"^(.+)\.lora_([ab])\.weight$", key)
-    if not m:
-        raise CheckpointFormatError(f"adapter key {key!r} is not a LoRA weight (expected '<module>.lora_a.weight' or '.lora_b.weight')")
-    return m.group(1), m.group(2)
-
-
-def is_lora_key(key: str) -> bool:
-    return ".lora_a." in key or ".lora_b." in key

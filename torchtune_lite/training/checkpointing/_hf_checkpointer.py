@@ -173,7 +173,7 @@ class FullModelHFCheckpointer(CheckpointerBase):
         # embedding: then the merged model is saved untied (lm_head written, config says so), which is what
         # the adapter loaded by peft onto the tied model computes.
         model = state_dict.get("model") or {}
-        self._untie = self.shape.tie_word_embeddings and "output.lora_a.weight" in model and not kwargs.get("adapter_only")
+        self._untie = self.shape.tie_word_embeddings and "output.lora_a.weight" in model
         return super().save_checkpoint(state_dict, epoch, **kwargs)
 
     def copy_support_files(self, stage: Path) -> list[str]:

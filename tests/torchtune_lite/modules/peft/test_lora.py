@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.models.llama2 import llama2, lora_llama2
 from torchtune_lite.modules.peft import LoRALinear, get_adapter_params
-from torchtune_lite.modules.peft.nf4 import dequantize_nf4
+from torchtune_lite.quantization import dequantize_nf4
 
 
 def param_bytes(module: torch.nn.Module) -> int:
@@ -138,3 +138,19 @@ def test_matches_peft_lora_on_hf_llama(hf_model, num_kv_heads, tiny, convert_hf_
         expected = peft_model(input_ids=tokens).logits
         actual = ours.eval()(tokens)
     torch.testing.assert_close(actual, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_adapter_key_test_and_model_adapter_config_come_from_the_layers():
+    from torchtune_lite.models.llama2 import lora_llama2
+    from torchtune_lite.modules.peft import is_adapter_key, model_adapter_config
+
+    assert is_adapter_key("layers.0.attn.q_proj.lora_a.weight") and is_adapter_key("output.lora_b.weight")
+    assert not is_adapter_key("layers.0.attn.q_proj.weight") and not is_adapter_key("lora_a_weight")
+    model = lora_llama2(["q_proj", "v_proj"], apply_lora_to_mlp=False, apply_lora_to_output=True, lora_rank=4,
+                        lora_alpha=8.0, lora_dropout=0.1, vocab_size=64, num_layers=2, num_heads=4, num_kv_heads=2,
+                        embed_dim=32, intermediate_dim=48, max_seq_len=32)
+    assert model_adapter_config(model) == {"r": 4, "lora_alpha": 8.0, "lora_dropout": 0.1,
+                                           "target_modules": ["output", "q_proj", "v_proj"]}
+    model.layers[1].attn.q_proj.alpha = 16.0  # a layer that disagrees: PEFT's one config cannot describe it
+    with pytest.raises(ValueError, match="differ"):
+        model_adapter_config(model)

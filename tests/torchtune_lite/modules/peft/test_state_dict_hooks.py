@@ -3,7 +3,7 @@ import torch
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.models.llama2 import qlora_llama2
 from torchtune_lite.modules.peft import reparametrize_as_dtype_state_dict_post_hook
-from torchtune_lite.modules.peft.nf4 import dequantize_nf4, quantize_nf4
+from torchtune_lite.quantization import dequantize_nf4, quantize_nf4
 
 # 128 x 128 weights fit NF4's default block sizes
 MODEL = dict(vocab_size=64, num_layers=1, num_heads=4, num_kv_heads=4, embed_dim=128, intermediate_dim=256,

@@ -4,14 +4,16 @@ import torch
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.models.llama2 import llama2, lora_llama2
 from torchtune_lite.modules.peft import (
-    LoRAStateDictError,
+    LoRALinear,
     get_adapter_params,
     get_adapter_state_dict,
-    get_merged_lora_ckpt,
+    is_adapter_key,
+    lora_scale,
+    merge_lora_weight,
     set_trainable_params,
-    validate_missing_and_unexpected_for_lora,
 )
-from torchtune_lite.modules.peft.nf4 import dequantize_nf4, quantize_nf4
+from torchtune_lite.quantization import dequantize_nf4, quantize_nf4
+from torchtune_lite.training.weight_loading import load_weights_streaming
 
 MODEL = dict(vocab_size=64, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, intermediate_dim=48,
              max_seq_len=32, norm_eps=1e-5)
@@ -44,12 +46,24 @@ def test_adapter_state_dict_has_only_lora_keys_on_cpu():
     state = lora_model().state_dict()
     adapter = get_adapter_state_dict(state)
     assert set(adapter) == {k for k in state if ".lora_a." in k or ".lora_b." in k}
+    assert set(adapter) == {k for k in state if is_adapter_key(k)}
     assert all(v.device.type == "cpu" for v in adapter.values())
+
+
+def merged_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    """The merge a save or an inference load does, layer by layer: each LoRA'd weight becomes
+    W + (alpha / rank) * B @ A and the adapter keys go."""
+    state = {key: value for key, value in model.state_dict().items() if not is_adapter_key(key)}
+    for name, module in model.named_modules():
+        if isinstance(module, LoRALinear):
+            scale = lora_scale(module.rank, module.alpha)
+            state[f"{name}.weight"] = merge_lora_weight(module.weight, module.lora_a.weight, module.lora_b.weight, scale)
+    return state
 
 
 def test_merged_checkpoint_loads_into_plain_model_with_same_logits():
     model = lora_model()
-    merged = get_merged_lora_ckpt(model.state_dict(), rank=RANK, alpha=ALPHA)
+    merged = merged_state_dict(model)
     assert not any("lora" in k for k in merged)
     plain = llama2(**MODEL).eval()
     plain.load_state_dict(merged)  # strict: exactly the plain model's keys
@@ -63,25 +77,27 @@ def test_merge_dequantizes_nf4_base_and_keeps_dtype():
     base = torch.randn(64, 256, dtype=torch.bfloat16)
     nf4 = quantize_nf4(base)
     a, b = torch.randn(2, 256, dtype=torch.bfloat16), torch.randn(64, 2, dtype=torch.bfloat16)
-    merged = get_merged_lora_ckpt({"p.weight": nf4, "p.lora_a.weight": a, "p.lora_b.weight": b}, rank=2, alpha=4.0)
-    assert set(merged) == {"p.weight"} and not isinstance(merged["p.weight"], NF4Tensor)
-    assert merged["p.weight"].dtype == torch.bfloat16
+    merged = merge_lora_weight(nf4, a, b, lora_scale(2, 4.0))
+    assert not isinstance(merged, NF4Tensor)
+    assert merged.dtype == torch.bfloat16
     expected = (dequantize_nf4(nf4).float() + 2.0 * b.float() @ a.float()).to(torch.bfloat16)
-    torch.testing.assert_close(merged["p.weight"], expected, rtol=0, atol=0)
+    torch.testing.assert_close(merged, expected, rtol=0, atol=0)
 
 
-def test_validate_lora_keys():
+def test_lora_keys_are_checked_when_loading_base_and_adapter():
     model = lora_model()
     base_state = llama2(**MODEL).state_dict()
-    base_missing, base_unexpected = model.load_state_dict(base_state, strict=False)
-    adapter_missing, adapter_unexpected = model.load_state_dict(get_adapter_state_dict(model.state_dict()), strict=False)
-    args = (["q_proj", "v_proj", "output_proj"], True, False)
-    validate_missing_and_unexpected_for_lora(*args, base_missing, base_unexpected, adapter_missing, adapter_unexpected)
-    with pytest.raises(LoRAStateDictError, match="layers.0.attn.k_proj.weight"):
-        validate_missing_and_unexpected_for_lora(*args, base_missing + ["layers.0.attn.k_proj.weight"], [], [], [])
-    with pytest.raises(LoRAStateDictError, match="lora_attn_modules"):
-        # the model adapts v_proj but the config says it does not: its adapter keys are unexplained
-        validate_missing_and_unexpected_for_lora(["q_proj", "output_proj"], True, False, base_missing, [], [], [])
+    adapter_state = get_adapter_state_dict(model.state_dict())
+    # The base checkpoint may miss only the adapters; the adapter checkpoint only base weights.
+    load_weights_streaming(model, base_state.items(), source="base", may_be_missing=is_adapter_key)
+    load_weights_streaming(model, adapter_state.items(), source="adapter", may_be_missing=lambda k: not is_adapter_key(k))
+    without_k = {k: v for k, v in base_state.items() if k != "layers.0.attn.k_proj.weight"}
+    with pytest.raises(ValueError, match="layers.0.attn.k_proj.weight"):
+        load_weights_streaming(model, without_k.items(), source="base", may_be_missing=is_adapter_key)
+    # the adapter adapts v_proj but the model (its lora_attn_modules) does not: its adapter keys are unexplained
+    no_v = lora_llama2(["q_proj", "output_proj"], True, False, lora_rank=RANK, lora_alpha=ALPHA, **MODEL)
+    with pytest.raises(ValueError, match="layers.0.attn.v_proj.lora_a.weight"):
+        load_weights_streaming(no_v, adapter_state.items(), source="adapter", may_be_missing=lambda k: not is_adapter_key(k))
 
 
 def test_qlora_backward_reaches_only_adapters():
@@ -96,8 +112,6 @@ def test_qlora_backward_reaches_only_adapters():
 
 
 def test_merge_lora_weight_by_row_blocks_equals_one_full_fp32_addmm_and_leaves_base_alone():
-    from torchtune_lite.modules.peft import merge_lora_weight
-
     g = torch.Generator().manual_seed(0)
     base = torch.randn(300, 96, generator=g).to(torch.bfloat16)  # more rows than one merge block
     before = base.clone()

@@ -68,7 +68,7 @@ def test_meta_adapter_round_trip(hf_tools, tmp_path):
     src = _write_meta(tmp_path / "meta", _meta_state_dict(t.tiny_hf_model(), t.HEADS, t.HEADS), t, t.HEADS)
     ckpt = FullModelMetaCheckpointer(src, None, "LLAMA2", tmp_path / "out")
     adapter = {"layers.0.attn.q_proj.lora_a.weight": torch.randn(2, t.DIM), "layers.0.attn.q_proj.lora_b.weight": torch.randn(t.DIM, 2)}
-    out = ckpt.save_checkpoint({"adapter": adapter, "adapter_config": {"lora_alpha": 4}}, epoch=2, adapter_only=True)
+    out = ckpt.save_checkpoint({"adapter": adapter, "adapter_config": {"lora_alpha": 4}}, epoch=2)
     assert not (out / "consolidated.00.pth").exists()
     back = FullModelMetaCheckpointer(src, None, "LLAMA2", tmp_path / "o", adapter_checkpoint=out).load_checkpoint()["adapter"]
     assert all(torch.equal(back[k], adapter[k]) for k in adapter)

@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 
 from torchtune_lite._torchao import NF4Tensor, to_nf4
-from torchtune_lite.modules.peft.nf4 import dequantize_nf4, linear_nf4, nf4_block_sizes, quantize_nf4
+from torchtune_lite.quantization import dequantize_nf4, linear_nf4, nf4_block_sizes, quantize_nf4
 
 FIELDS = ("quantized_data", "quantized_scalers", "quantization_factor", "scaler_mean", "nf4")
 DTYPES = (torch.bfloat16, torch.float32, torch.float16)

@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from torchtune_lite._torchao import NF4Tensor, linear_nf4 as torchao_linear_nf4, to_nf4
-from torchtune_lite.modules.peft import _nf4_cpp, nf4_kernels
-from torchtune_lite.modules.peft.nf4_kernels import (
+from torchtune_lite.quantization import nf4_cpp, nf4_kernels
+from torchtune_lite.quantization.nf4_kernels import (
     NF4ShapeError,
     dequantize_nf4,
     linear_nf4,
@@ -22,7 +22,7 @@ DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 def backend(request, monkeypatch):
     """Run every test on both CPU paths: the fused C++ kernels and the pure-torch fallback."""
     monkeypatch.setenv("TORCHTUNE_LITE_NF4_CPP", "1" if request.param == "cpp" else "0")
-    if request.param == "cpp" and _nf4_cpp.extension() is None:
+    if request.param == "cpp" and nf4_cpp.extension() is None:
         pytest.skip("the NF4 C++ extension cannot be built here")
     return request.param
 
@@ -250,7 +250,7 @@ def test_dequantize_takes_the_widest_path_this_cpu_has(backend):
     if backend != "cpp":
         pytest.skip("path of the C++ kernels")
     flags = _cpu_flags()
-    ext = _nf4_cpp.extension()
+    ext = nf4_cpp.extension()
     bf16_path, fp32_path = ext.dequantize_path(torch.empty(0, dtype=torch.bfloat16)), ext.dequantize_path(torch.empty(0))
     if {"avx512_bf16", "avx512bw"} <= flags:
         assert bf16_path == "avx512bf16"

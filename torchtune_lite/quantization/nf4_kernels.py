@@ -1,4 +1,4 @@
-"""Fast NF4 quantize / dequantize / linear that reproduce torchao's ``NF4Tensor`` bit for bit.
+"""NF4 (4-bit NormalFloat, QLoRA) quantize / dequantize / linear, reproducing torchao's ``NF4Tensor`` bit for bit.
 
 torchao's ``NF4Tensor`` stays the storage type (checkpoints, FSDP2 and state-dict hooks read its
 fields); only the arithmetic that fills and reads those fields is replaced by lookup tables, and it
@@ -11,14 +11,13 @@ runs over row chunks so no full-size high-precision temporary is ever alive:
 * dequantize: a 256-entry table maps a packed byte to its two code values, stored as one 32/64-bit
   word, so a single ``index_select`` writes both, then one in-place multiply by the block scale.
 
-On CPU the same arithmetic runs as one fused C++ pass when ``_nf4_cpp`` can build (see there why);
+On CPU the same arithmetic runs as one fused C++ pass when ``nf4_cpp`` can build (see there why);
 the pure-torch path is the fallback and the path on every other device.
 
 Odd block sizes and other dtypes go through torchao itself; a meta weight gets only the layout.
 """
 
 import functools
-import inspect
 import sys
 import threading
 from functools import lru_cache
@@ -29,10 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from torchtune_lite._torchao import NF4Tensor, to_nf4
-from torchtune_lite.modules.peft import _nf4_cpp
-
-# torchao's metadata record for NF4Tensor, read off the module _torchao already imported (no second import).
-_SubclassTensorArgs = inspect.getmodule(NF4Tensor).SubclassTensorArgs
+from torchtune_lite.quantization import nf4_cpp
+from torchtune_lite.quantization.nf4_layout import nf4_from_fields
 
 __all__ = ["NF4ShapeError", "dequantize_nf4", "linear_nf4", "nf4_block_sizes", "quantize_nf4"]
 
@@ -144,20 +141,11 @@ def _double_quantize(absmax: torch.Tensor, scaler_block_size: int) -> tuple[torc
 
 def _nf4_tensor(weight: torch.Tensor, block_size: int, scaler_block_size: int, fields: tuple) -> NF4Tensor:
     quantized_scalers, quantization_factor, scaler_mean, quantized_data = fields
-    tensor_meta = _SubclassTensorArgs(
-        weight.size(), weight.stride(), weight.storage_offset(), weight.dtype, weight.device, weight.requires_grad
-    )
-    return NF4Tensor(
-        tensor_meta,
-        block_size,
-        weight.numel() // block_size,
-        scaler_block_size,
-        quantized_scalers,
-        quantization_factor,
-        scaler_mean,
-        quantized_data,
-        nf4=_nf4_codes(weight.dtype, weight.device),
-    )
+    layout = {"shape": weight.shape, "dtype": weight.dtype, "block_size": block_size,
+              "scaler_block_size": scaler_block_size, "n_blocks": weight.numel() // block_size}  # fmt: skip
+    inner = {"quantized_data": quantized_data, "quantized_scalers": quantized_scalers, "quantization_factor": quantization_factor,
+             "scaler_mean": scaler_mean, "nf4": _nf4_codes(weight.dtype, weight.device)}  # fmt: skip
+    return nf4_from_fields(layout, inner, like=weight, requires_grad=weight.requires_grad)
 
 
 def _meta_fields(weight: torch.Tensor, block_size: int, scaler_block_size: int) -> tuple:
@@ -215,9 +203,9 @@ def _fused_kernels(t: torch.Tensor) -> Optional[ModuleType]:
     inductor fuses (an extension call would break the graph)."""
     if t.device.type != "cpu" or torch.compiler.is_compiling():
         return None
-    if t.numel() < BUILD_FROM_NUMEL and not _nf4_cpp.is_loaded():
+    if t.numel() < BUILD_FROM_NUMEL and not nf4_cpp.is_loaded():
         return None
-    return _nf4_cpp.extension()
+    return nf4_cpp.extension()
 
 
 def _quantize_fused(blocks: torch.Tensor, scaler_block_size: int) -> Optional[tuple]:

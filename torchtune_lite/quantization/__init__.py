@@ -1,0 +1,28 @@
+"""Quantization: NF4 (QLoRA's 4-bit NormalFloat) kernels, the NF4 tensor layout, and the NF4 cache.
+
+The weights stay torchao ``NF4Tensor``s (checkpoints, FSDP2 and state-dict hooks rely on its fields);
+the arithmetic runs in ``nf4_kernels`` (lookup tables and a fused C++ pass, bit-identical to torchao
+and 10x+ faster); ``nf4_layout`` is the one place an NF4 tensor is taken apart or assembled;
+``nf4_cache`` saves a quantized base once and reloads it on later runs.
+"""
+
+from torchtune_lite.quantization.nf4_kernels import (
+    NF4ShapeError,
+    dequantize_nf4,
+    linear_nf4,
+    nf4_block_sizes,
+    quantize_nf4,
+)
+from torchtune_lite.quantization.nf4_layout import NF4_FIELDS, nf4_fields, nf4_from_fields, nf4_layout
+
+__all__ = [
+    "NF4_FIELDS",
+    "NF4ShapeError",
+    "dequantize_nf4",
+    "linear_nf4",
+    "nf4_block_sizes",
+    "nf4_fields",
+    "nf4_from_fields",
+    "nf4_layout",
+    "quantize_nf4",
+]
