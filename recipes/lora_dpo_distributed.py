@@ -7,7 +7,6 @@ holds its shard of the base (and of the starting adapter the reference keeps), s
 pairs, and the loss and metrics are averaged over every rank's pairs.
 """
 
-from __future__ import annotations
 
 from dataclasses import dataclass
 

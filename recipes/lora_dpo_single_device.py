@@ -15,7 +15,6 @@ what preference tuning changes:
   `logps/chosen`, `logps/rejected`) beside the loss.
 """
 
-from __future__ import annotations
 
 import functools
 from dataclasses import dataclass

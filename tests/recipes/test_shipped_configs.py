@@ -25,7 +25,8 @@ from torchtune_lite import config
 from torchtune_lite.cli._catalog import RECIPES
 from torchtune_lite.config import list_configs
 
-TRAINING_RECIPES = {"lora_finetune_single_device", "lora_finetune_distributed", "full_finetune_single_device"}
+TRAINING_RECIPES = {"lora_finetune_single_device", "lora_finetune_distributed", "full_finetune_single_device",
+                    "lora_dpo_single_device", "lora_dpo_distributed"}
 SERVED = [(r.name, c) for r in RECIPES for c in r.configs]
 TINY = [(r, c) for r, c in SERVED if c.startswith("tiny/") or r in ("generate", "eval")]
 LARGE = [(r, c) for r, c in SERVED if (r, c) not in TINY]
@@ -83,7 +84,8 @@ def gemma_folder(tmp_path_factory) -> Path:
 
 def _large_overrides(config_name: str, tmp_path: Path, hf_folder: Path, gemma_folder: Path) -> list[str]:
     """Paths that exist here in place of the config's downloads; everything else as shipped."""
-    paths = [f"output_dir={tmp_path / 'out'}", f"dataset.data_files={ASSETS / 'instruct_train.json'}"]
+    data = "preference_train.json" if config_name.endswith("_dpo") else "instruct_train.json"
+    paths = [f"output_dir={tmp_path / 'out'}", f"dataset.data_files={ASSETS / data}"]
     if config_name.startswith("llama2/"):
         return paths + [f"tokenizer.path={ASSETS / 'tokenizer.model'}", f"checkpointer.checkpoint_dir={ASSETS / 'base'}"]
     folder = gemma_folder if config_name.startswith("gemma") else hf_folder
@@ -103,7 +105,7 @@ def test_large_config_validates_and_builds_on_meta(recipe, config_name, tmp_path
     assert any("lora_" in name for name, _ in model.named_parameters())
     if config_name.startswith("llama2/"):
         base = sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)
-        assert base == BASE_PARAMETERS[config_name.split("/")[1].split("_")[0]]
+        assert base == BASE_PARAMETERS[config_name.split("/")[1].split("_")[0]]  # 7B_qlora_dpo -> 7B
 
 
 @pytest.mark.parametrize("config_name", ["llama2/7B_qlora", "llama2/70B_lora"])

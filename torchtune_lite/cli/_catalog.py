@@ -19,7 +19,7 @@ _LORA_CONFIGS = (
     "hf/qlora", "hf/lora",
 )
 
-_DPO_CONFIGS = ("tiny/qlora_dpo", "tiny/lora_dpo")
+_DPO_CONFIGS = ("tiny/qlora_dpo", "tiny/lora_dpo", "llama2/7B_qlora_dpo", "hf/qlora_dpo")
 
 
 @dataclass(frozen=True)
