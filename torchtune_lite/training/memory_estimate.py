@@ -346,11 +346,17 @@ def measure_runtime_baseline() -> int:
         "    tokens = torch.randint(0, 256, (2, 32))\n"
         "    loss_fn(model(tokens, return_hidden=True), model.output, tokens)[0].backward()\n"
         "    optimizer.step(); optimizer.zero_grad()\n"
-        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+        # VmHWM is this process's own peak. ru_maxrss is not: Linux carries the parent's peak across the
+        # fork/vfork and exec that start this interpreter, so a big parent (a notebook, a test runner that
+        # trained in-process) would be measured instead.
+        "try:\n"
+        "    print(1024 * int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]))\n"
+        "except (OSError, StopIteration):\n"
+        "    import sys; peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "    print(peak if sys.platform == 'darwin' else peak * 1024)\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
-    kib = int(proc.stdout.strip().splitlines()[-1])
-    return kib if sys.platform == "darwin" else kib * 1024
+    return int(proc.stdout.strip().splitlines()[-1])
 
 
 def _max_seq_len(cfg: DictConfig) -> int:

@@ -131,3 +131,13 @@ def test_batch_shapes_seen_against_drawing_batches():
     drawn = Counter(len({max(rng.choices(lengths, k=batch)) for _ in range(batches)}) for _ in range(trials))
     mean = sum(k * n for k, n in drawn.items()) / trials
     assert batch_shapes_seen(lengths, batch, batches) == pytest.approx(mean, rel=0.05)
+
+
+def test_runtime_baseline_is_the_fresh_interpreters_own_peak():
+    """Linux carries a parent's peak RSS into a child's ru_maxrss across fork and exec: a 1 GiB parent must not
+    be measured as the baseline of the fresh interpreter it starts."""
+    from torchtune_lite.training.memory_estimate import measure_runtime_baseline
+
+    parent = torch.ones(2**28)  # 1 GiB resident in this process
+    baseline = measure_runtime_baseline.__wrapped__()
+    assert float(parent[-1]) == 1.0 and 100 * 2**20 < baseline < 2**30
