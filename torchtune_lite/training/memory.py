@@ -9,9 +9,16 @@ import torch
 _GIB = 1024**3
 
 
-def _peak_rss_bytes() -> int:
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
+def peak_rss_bytes() -> int:
+    """This process's peak resident set. On Linux it is read from VmHWM: ru_maxrss also counts the parent's
+    peak carried across the fork/vfork and exec that started this process (a rank launched by `tune`, a
+    run started from a notebook or a test runner), which VmHWM does not."""
+    try:
+        with open("/proc/self/status") as status:
+            return 1024 * int(next(line for line in status if line.startswith("VmHWM")).split()[1])
+    except (OSError, StopIteration):
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # macOS reports bytes, others KiB
 
 
 def get_memory_stats(device: torch.device) -> dict[str, float]:
@@ -28,7 +35,7 @@ def get_memory_stats(device: torch.device) -> dict[str, float]:
             "peak_memory_alloc": torch.cuda.max_memory_allocated(device) / _GIB,
             "peak_memory_reserved": torch.cuda.max_memory_reserved(device) / _GIB,
         }
-    return {"rss_peak": _peak_rss_bytes() / _GIB, "rss_current": psutil.Process().memory_info().rss / _GIB}
+    return {"rss_peak": peak_rss_bytes() / _GIB, "rss_current": psutil.Process().memory_info().rss / _GIB}
 
 
 def reset_peak_memory_stats(device: torch.device) -> None:

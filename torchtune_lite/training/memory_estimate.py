@@ -333,7 +333,7 @@ def measure_runtime_baseline() -> int:
     steps of a toy QLoRA model (which loads torch's CPU kernels, starts its thread pool and the autograd
     engine): the part of a CPU run's `rss_peak` that does not grow with the model."""
     code = (
-        "import resource, torch\n"
+        "import torch\n"
         "import torchtune_lite.training.finetune, torchtune_lite.datasets\n"
         "from torchtune_lite.models.llama2 import qlora_llama2\n"
         "from torchtune_lite.training.loss import ChunkedCrossEntropyLoss\n"
@@ -346,14 +346,9 @@ def measure_runtime_baseline() -> int:
         "    tokens = torch.randint(0, 256, (2, 32))\n"
         "    loss_fn(model(tokens, return_hidden=True), model.output, tokens)[0].backward()\n"
         "    optimizer.step(); optimizer.zero_grad()\n"
-        # VmHWM is this process's own peak. ru_maxrss is not: Linux carries the parent's peak across the
-        # fork/vfork and exec that start this interpreter, so a big parent (a notebook, a test runner that
-        # trained in-process) would be measured instead.
-        "try:\n"
-        "    print(1024 * int(next(l for l in open('/proc/self/status') if l.startswith('VmHWM')).split()[1]))\n"
-        "except (OSError, StopIteration):\n"
-        "    import sys; peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
-        "    print(peak if sys.platform == 'darwin' else peak * 1024)\n"
+        # its own peak (see peak_rss_bytes: not ru_maxrss, which carries the parent's peak)
+        "from torchtune_lite.training.memory import peak_rss_bytes\n"
+        "print(peak_rss_bytes())\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     return int(proc.stdout.strip().splitlines()[-1])
