@@ -5,7 +5,7 @@ every parameter, NF4 ones included. Activations come from one forward pass on me
 saved-tensors hook that adds up, storage by storage, what autograd keeps for backward; with activation
 checkpointing the same pass sees only each layer's input, and backward adds one layer's recomputation.
 
-On CPU the measured figure is the process's peak resident set (`ru_maxrss`, not a delta over a baseline),
+On CPU the measured figure is the process's peak resident set (`peak_rss_bytes`, not a delta over a baseline),
 which also holds the Python/torch runtime (300-400 MB before any tensor: the recipe takes its own resident
 set when setup starts, `tune estimate` measures a fresh interpreter with `measure_runtime_baseline`), the
 blocks glibc keeps after a step frees them (a fitted term: one more step's transient tensors), in bf16 the
