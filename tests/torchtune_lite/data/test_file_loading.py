@@ -134,8 +134,11 @@ def test_split_counts_kept_rows(tmp_path):
     assert [r["i"] for r in odd] == [1, 3]
 
 
-def test_hub_name_offline_is_one_line(tmp_path):
-    # this machine has no route to the Hub; the error comes at once, not after the client's minute of retries
+def test_hub_name_offline_is_one_line(tmp_path, monkeypatch):
+    # this machine has no route to the Hub; the error comes at once, not after the client's minute of retries.
+    # CI sets HF_HUB_OFFLINE=1 (which skips the check and reads the Hub cache): unset it to test the check.
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    monkeypatch.delenv("HF_DATASETS_OFFLINE", raising=False)
     with pytest.raises(DataFileError) as err:
         load_rows("tatsu-lab/alpaca")
     message = str(err.value)
