@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Optional
 
 import torch
-from omegaconf import OmegaConf
 
 from torchtune_lite import config
 from torchtune_lite.modules.peft import get_adapter_params, is_adapter_key, set_trainable_params
@@ -68,18 +67,10 @@ class PreferenceTuning:
         self.loop.extra_metrics = functools.partial(objective.pop_metrics, self.world_size)
 
     def _estimate_memory(self, runtime_rss: int):
-        """`tune estimate` for this run: a step holds both answers of each pair, so twice the batch's rows,
-        each as long as the longer answer's sequence."""
-        from torchtune_lite.training.memory_estimate import estimate_memory, run_batch_shapes
-
-        samples = [self.dataset[i] for i in range(min(len(self.dataset), 512))]
-        lengths = [max(len(s["chosen_tokens"]), len(s["rejected_tokens"])) for s in samples]
-        shapes = run_batch_shapes(self.cfg, lengths, len(self.dataset), self.world_size)
-        cfg = OmegaConf.merge(self.cfg, {"batch_size": 2 * self.cfg.batch_size})
-        estimate = estimate_memory(cfg, seq_len=max(lengths), runtime_baseline=runtime_rss, world_size=self.world_size,
-                                   batch_shapes=shapes)
-        self.print(estimate.table())
-        return estimate
+        # A step holds both answers of each pair: two rows per sample, each as long as the pair's longer sequence.
+        pairs = [self.dataset[i] for i in range(min(len(self.dataset), 512))]
+        lengths = [max(len(p["chosen_tokens"]), len(p["rejected_tokens"])) for p in pairs]
+        return super()._estimate_memory(runtime_rss, lengths=lengths, rows_per_sample=2)
 
 
 class LoRADPORecipeSingleDevice(PreferenceTuning, LoRAFinetuneRecipeSingleDevice):

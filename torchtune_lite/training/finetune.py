@@ -383,17 +383,22 @@ class FinetuneRecipe:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         set_rng_state(state["rng"])
 
-    def _estimate_memory(self, runtime_rss: int):
-        """`tune estimate` for this run, batches as long as the longest of (up to) the first 512 samples."""
+    def _estimate_memory(self, runtime_rss: int, lengths: Optional[list[int]] = None, rows_per_sample: int = 1):
+        """`tune estimate` for this run, batches as long as the longest of (up to) the first 512 samples.
+
+        `lengths`: each sample's padded row length (default: its `tokens`); `rows_per_sample`: rows a sample
+        puts in a batch (2 for a preference pair's chosen and rejected sequences)."""
         from torchtune_lite.training.memory_estimate import estimate_memory, run_batch_shapes
 
         fixed_length = getattr(self.cfg.dataset, "packed", False) or getattr(self.cfg.dataset, "streaming", False)
         if fixed_length:  # packed batches are always max_seq_len long; a stream's longest is unknown: assume it
             seq_len, shapes = None, 1.0
         else:
-            lengths = [len(self.dataset[i]["tokens"]) for i in range(min(len(self.dataset), 512))]
+            if lengths is None:
+                lengths = [len(self.dataset[i]["tokens"]) for i in range(min(len(self.dataset), 512))]
             seq_len, shapes = max(lengths), run_batch_shapes(self.cfg, lengths, len(self.dataset), self.world_size)
-        estimate = estimate_memory(self.cfg, seq_len=seq_len, runtime_baseline=runtime_rss, world_size=self.world_size,
+        cfg = self.cfg if rows_per_sample == 1 else OmegaConf.merge(self.cfg, {"batch_size": rows_per_sample * self.cfg.batch_size})
+        estimate = estimate_memory(cfg, seq_len=seq_len, runtime_baseline=runtime_rss, world_size=self.world_size,
                                    batch_shapes=shapes)
         self.print(estimate.table())
         return estimate
