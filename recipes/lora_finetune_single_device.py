@@ -3,65 +3,58 @@
     tune run lora_finetune_single_device --config 7B_qlora
     tune run lora_finetune_single_device --config tiny/qlora max_steps_per_epoch=20 dtype=fp32
 
-The story of a run: build the model from a checkpoint with only the LoRA adapters trainable, build the
-data, optimizer and loss, run the shared training loop, and save after every epoch (merged weights in
-the input's format, the adapter in PEFT format, and the state needed to resume).
+The story of a run, top to bottom in the class below: open the run (output folder, the checkpoint to start or
+resume from, the seed), read the data, build the model from the checkpoint with only the LoRA adapters
+trainable, build the optimizer and loss, run the shared training loop, and save after every epoch (merged
+weights in the input's format, the adapter in PEFT format, and the state needed to resume). The steps are
+library functions (torchtune_lite/training/finetune.py); where the processes are is the `World`.
 """
 
+import functools
 from dataclasses import dataclass
-from pathlib import Path
-
-import torch
+from typing import Optional
 
 from torchtune_lite import config
-from torchtune_lite.modules.peft import (
-    get_adapter_params,
-    get_adapter_state_dict,
-    model_adapter_config,
-    set_trainable_params,
-)
-from torchtune_lite.training.finetune import FinetuneConfig, FinetuneRecipe
-from torchtune_lite.training.output_dir import RECIPE_STATE_FILE
+from torchtune_lite.training import finetune
+from torchtune_lite.training.world import World
 
 
 @dataclass
-class LoRARecipeConfig(FinetuneConfig):
+class LoRARecipeConfig(finetune.FinetuneConfig):
     save_adapter_weights_only: bool = False
 
 
-class LoRAFinetuneRecipeSingleDevice(FinetuneRecipe):
+class LoRAFinetuneRecipeSingleDevice:
     """Only the adapters train; the base stays frozen (and in NF4 for QLoRA)."""
 
-    def setup_model(self, checkpoint: dict) -> torch.nn.Module:
-        model = self.build_model(adapter=checkpoint.get("adapter"))  # the resumed run's adapter, else fresh ones
-        self.adapter_params = get_adapter_params(model)
-        set_trainable_params(model, self.adapter_params)
-        return model
+    def __init__(self, cfg: LoRARecipeConfig, world: Optional[World] = None) -> None:
+        self.cfg, self.world = cfg, world or finetune.on_one_device(cfg)
+        self.training = None
 
-    def trainable_params(self) -> list[torch.nn.Parameter]:
-        return list(self.adapter_params.values())
+    def setup(self) -> None:
+        cfg, world = self.cfg, self.world
+        # A resumed run reads its adapter and state from its last checkpoint, the frozen base from the original.
+        self.start = finetune.open_run(cfg, world, resume_from=finetune.adapter_from)
+        self.data = finetune.load_data(cfg, world, self.start.seed)
+        # The base from the checkpoint; the adapters from the resumed run, else fresh from the seed.
+        self.model = finetune.build_model(cfg, world, self.start, self.data, adapter=self.start.checkpoint.get("adapter"))
+        self.params = finetune.train_only_adapters(self.model)
+        self.training = finetune.prepare_training(cfg, world, self.model, self.params, self.data, self.start, self.save_checkpoint)
 
-    def checkpoint_payload(self) -> dict:
-        # Parameters as they are (NF4 weights stay NF4): the checkpointer dequantizes and merges the
-        # adapters one tensor at a time while writing, so saving never holds a high-precision model copy.
-        state = self.parameters_for_checkpoint()
-        adapter_config = model_adapter_config(self.model)
-        if self.cfg.save_adapter_weights_only:
-            return {"adapter": get_adapter_state_dict(state), "adapter_config": adapter_config}
-        return {"model": state, "adapter_config": adapter_config}
+    def train(self) -> None:
+        finetune.run_training(self.cfg, self.world, self.model, self.data, self.training)
 
-    def resume_checkpoint_args(self, resume_dir: Path) -> dict:
-        # The frozen base comes from the original checkpoint; only the adapter and state are new.
-        return {
-            "adapter_checkpoint": str(resume_dir),
-            "recipe_checkpoint": str(resume_dir / RECIPE_STATE_FILE),
-        }
+    def save_checkpoint(self, progress: finetune.Progress, end_of_epoch: bool) -> None:
+        payload = functools.partial(finetune.adapter_payload, self.model, self.world, self.cfg.save_adapter_weights_only)
+        finetune.write_checkpoint(self.world, self.start, self.data, self.model, self.training, self.params, payload, progress, end_of_epoch)
+
+    def cleanup(self) -> None:
+        finetune.close_run(self.world, self.training)
 
 
 @config.parse(LoRARecipeConfig)
-def recipe_main(cfg) -> None:
-    recipe = LoRAFinetuneRecipeSingleDevice(cfg)
-    recipe.run()
+def recipe_main(cfg: LoRARecipeConfig) -> None:
+    finetune.run_recipe(LoRAFinetuneRecipeSingleDevice(cfg))
 
 
 if __name__ == "__main__":

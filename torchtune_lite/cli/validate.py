@@ -4,7 +4,8 @@ without running anything heavy."""
 from __future__ import annotations
 
 import argparse
-import runpy
+import importlib.util
+import sys
 from pathlib import Path
 
 from torchtune_lite.cli._catalog import find_recipe, recipe_for_config, unknown_recipe_message
@@ -22,9 +23,14 @@ def add_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def recipe_schema(recipe_path: Path) -> type:
     """The settings dataclass a recipe passed to `@config.parse`. Loading the file runs only its imports
-    and definitions: recipes start work under `if __name__ == "__main__"`."""
-    namespace = runpy.run_path(str(recipe_path), run_name="torchtune_lite_recipe")
-    schemas = [getattr(v, "config_schema") for v in namespace.values() if callable(v) and hasattr(v, "config_schema")]
+    and definitions: recipes start work under `if __name__ == "__main__"`. The module stays in `sys.modules`,
+    where `typing.get_type_hints` resolves the schema's string annotations (`from __future__ import annotations`)."""
+    name = f"torchtune_lite_recipe_{recipe_path.stem}"
+    spec = importlib.util.spec_from_file_location(name, recipe_path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    schemas = [getattr(v, "config_schema") for v in vars(module).values() if callable(v) and hasattr(v, "config_schema")]
     if not schemas:
         raise ConfigError(f"{recipe_path.name} declares no settings: decorate its recipe_main with @config.parse(Schema)")
     return schemas[0]

@@ -12,7 +12,7 @@ from typing import Callable
 
 from torchtune_lite.config._errors import ConfigError
 from torchtune_lite.config._load import load_config
-from torchtune_lite.config._validate import validate
+from torchtune_lite.config._validate import as_settings, validate
 
 # Errors a user causes (a bad path, a bad file, a bad value) print one line; anything else is a bug and
 # keeps its traceback. TUNE_TRACEBACK=1 shows tracebacks for user errors too.
@@ -81,7 +81,8 @@ def run_reporting_errors(fn: Callable[[], None]) -> None:
 
 
 def parse(schema: type) -> Callable:
-    """Decorates `recipe_main(cfg)`: loads the config from sys.argv, validates it against `schema`, runs."""
+    """Decorates `recipe_main(cfg)`: loads the config from sys.argv, validates it against `schema`, and runs
+    `recipe_main` with it as a `schema` instance."""
 
     if not dataclasses.is_dataclass(schema):
         raise TypeError(f"config.parse: schema must be a dataclass type, got {schema!r}")
@@ -91,8 +92,7 @@ def parse(schema: type) -> Callable:
         def wrapper() -> None:
             def run() -> None:
                 name, overrides = parse_recipe_args(sys.argv[1:])
-                cfg = validate(load_config(name, overrides), schema)
-                recipe_main(cfg)
+                recipe_main(as_settings(validate(load_config(name, overrides), schema), schema))
 
             run_reporting_errors(run)
 

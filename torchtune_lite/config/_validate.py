@@ -175,3 +175,14 @@ def validate(cfg: DictConfig, schema: type) -> DictConfig:
     if check_values is not None:
         check_values(filled)
     return filled
+
+
+def as_settings(cfg: DictConfig, schema: type) -> Any:
+    """A config `validate` passed, as an instance of its settings dataclass: typed attributes for the recipe's
+    own settings; component sections (`model`, `optimizer`, ...) stay config nodes for `instantiate`."""
+    return schema(**{f.name: cfg[f.name] for f in dataclasses.fields(schema)})
+
+
+def as_config(settings: Any) -> DictConfig:
+    """The settings dataclass instance back as a config (what metric loggers record and `tune estimate` reads)."""
+    return OmegaConf.create({f.name: getattr(settings, f.name) for f in dataclasses.fields(settings)})

@@ -1,17 +1,19 @@
-"""The story of a fine-tuning run, shared by every recipe.
+"""The steps of a fine-tuning run, as plain functions the recipes call in their own `setup`, `train`,
+`save_checkpoint` and `cleanup`.
 
-`FinetuneRecipe` reads top to bottom: `setup` (output dir, logger, checkpoint, model, data, optimizer,
-loss, resume state), `train` (the shared `TrainLoop`), `save_checkpoint`, `cleanup`. A recipe subclass
-says only what is its own: how the model is built from the checkpoint, which parameters train, and
-what a checkpoint holds. The distributed recipe also overrides how the model is placed on devices.
+In order: `open_run` (output folder, what to start or resume from, the seed), `load_data`, `build_model`,
+`prepare_training` (memory estimate, compile, optimizer, schedule, loss, logger, resumed state, the loop), then `run_training` and, at every save, `write_checkpoint`. `run_recipe`
+turns the expected ways a run ends early into exit codes. Where the processes are (one device or a process
+group) is the recipe's `World` (training/world.py).
 """
 
 from __future__ import annotations
 
+import functools
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Any, Callable, Literal, Optional, Union
 
 import psutil
 import torch
@@ -20,30 +22,32 @@ from omegaconf import DictConfig, OmegaConf
 from torchtune_lite import config
 from torchtune_lite.config import Component
 from torchtune_lite.data.saved_template import template_config
+from torchtune_lite.modules.peft import get_adapter_params, get_adapter_state_dict, model_adapter_config, set_trainable_params
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
+from torchtune_lite.quantization.nf4_cache import nf4_cache_path
 from torchtune_lite.training.activations import apply_activation_checkpointing
-from torchtune_lite.training.config_checks import check_finetune_config
 from torchtune_lite.training.compile import compile_loss, compile_model, compile_seconds, resolve_compile
+from torchtune_lite.training.config_checks import check_finetune_config
 from torchtune_lite.training.data_loading import batches_per_epoch, build_dataloader, collate_for
 from torchtune_lite.training.device import get_device
 from torchtune_lite.training.distributed import broadcast_object, peer_failure_message
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
 from torchtune_lite.training.memory import format_memory_stats, get_memory_stats, reset_peak_memory_stats
+from torchtune_lite.training.metric_logging import MetricLogger, StdoutLogger, scrub_secrets
+from torchtune_lite.training.model_from_checkpoint import build_model_from_checkpoint
 from torchtune_lite.training.optimizer_state import load_optimizer_state, optimizer_state_for_checkpoint
-from torchtune_lite.training.metric_logging import StdoutLogger, scrub_secrets
 from torchtune_lite.training.output_dir import RECIPE_STATE_FILE, find_latest_checkpoint, prepare_output_dir
 from torchtune_lite.training.precision import enable_tf32_for_fp32, get_dtype
-from torchtune_lite.training.progress_bars import write_above_bar
 from torchtune_lite.training.seed import get_rng_state, seed_for_run, set_rng_state, set_seed
-from torchtune_lite.quantization.nf4_cache import nf4_cache_path
-from torchtune_lite.training.model_from_checkpoint import build_model_from_checkpoint
-from torchtune_lite.training.weight_loading import allocate_empty
 from torchtune_lite.training.train_loop import LoopSettings, NonFiniteLossError, Progress, TrainingInterrupted, TrainLoop
+from torchtune_lite.training.world import World
 
 
-@dataclass
-class FinetuneConfig:
-    """The settings every fine-tuning recipe reads; `tune validate` rejects any other top-level key."""
+@dataclass(kw_only=True)
+class FinetuneConfig(LoopSettings):
+    """The settings every fine-tuning recipe reads; `tune validate` rejects any other top-level key. The loop's
+    own settings (epochs, accumulation, clipping, logging, saving and validation cadence) are `LoopSettings`'s
+    fields: the loop reads them from this object."""
 
     model: Component
     tokenizer: Component
@@ -53,26 +57,17 @@ class FinetuneConfig:
     output_dir: str
     loss: Optional[Component] = None
     dataset_val: Optional[Component] = None  # held-out data: `val_loss` is logged beside `loss`
-    run_val_every_n_steps: Optional[int] = None  # None: validate once, after the last step
-    max_val_batches: Optional[int] = None
     lr_scheduler: Optional[Component] = None
     metric_logger: Optional[Component] = None
     seed: Optional[int] = None
     shuffle: bool = True
     batch_size: int = 2
-    epochs: int = 1
-    max_steps_per_epoch: Optional[int] = None
-    gradient_accumulation_steps: int = 1
-    clip_grad_norm: Optional[float] = None
-    save_every_n_steps: Optional[int] = None
     resume_from_checkpoint: bool = False
     overwrite_output_dir: bool = False
     compile: Union[bool, Literal["auto"]] = False  # auto: on for runs long enough to repay compile time
     device: str = "auto"
     dtype: str = "auto"
     enable_activation_checkpointing: bool = False
-    log_every_n_steps: int = 1
-    log_peak_memory_stats: bool = True
     log_memory_estimate: bool = True  # print `tune estimate`'s breakdown at setup and set it beside the peak
     generate_after_training: Optional[str] = None
     max_new_tokens: int = 48
@@ -84,337 +79,351 @@ class FinetuneConfig:
         check_finetune_config(cfg)
 
 
-class FinetuneRecipe:
-    """Base of the fine-tuning recipes. Subclasses implement `setup_model` and `trainable_params`."""
+# ---------------------------------------------------------------------------------------------- setup
+def run_device(cfg: FinetuneConfig) -> torch.device:
+    return get_device(cfg.device)
 
-    rank: int = 0
-    world_size: int = 1
-    compiled: bool = False  # compile applied (compile=True, or compile=auto for a long enough run)
 
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
-        self.device = get_device(cfg.device)
-        self.dtype = get_dtype(cfg.dtype, self.device)
-        enable_tf32_for_fp32(self.device, self.dtype)
-        self.output_dir = Path(cfg.output_dir)
+def on_one_device(cfg: FinetuneConfig) -> World:
+    """The world of a single-device run: this process alone, on the configured device."""
+    return World(run_device(cfg))
 
-    @property
-    def is_rank_zero(self) -> bool:
-        return self.rank == 0
 
-    # ------------------------------------------------------------------ the story
-    def run(self) -> None:
-        """setup, train, cleanup; turns the expected ways a run ends early into exit codes."""
-        try:
-            self.setup()
-            self.train()
-        except TrainingInterrupted as stop:
-            self.print(f"Stopped by signal after step {self.progress.global_step}; resume with resume_from_checkpoint=True")
-            sys.exit(stop.exit_code)
-        except NonFiniteLossError as err:
-            self.print(f"error: {err}", error=True)
-            sys.exit(1)
-        except RuntimeError as err:  # torch.distributed.DistBackendError (NCCL) is a RuntimeError too
-            message = peer_failure_message(self.rank, err) if self.world_size > 1 else None
-            if message is None:
-                raise
-            print(message, file=sys.stderr, flush=True)
-            sys.exit(1)
-        finally:
-            self.cleanup()
+def run_dtype(cfg: FinetuneConfig, device: torch.device) -> torch.dtype:
+    """The run's dtype (`auto`: bf16 where the device computes it natively), with TF32 matmuls for fp32 on CUDA."""
+    dtype = get_dtype(cfg.dtype, device)
+    enable_tf32_for_fp32(device, dtype)
+    return dtype
 
-    def setup(self) -> None:
-        cfg = self.cfg
-        runtime_rss = psutil.Process().memory_info().rss  # what this process holds before the run allocates
-        if self.is_rank_zero:
-            # First, so a checkpoint that a killed save had moved aside is back before we look for the latest.
-            log_dir = cfg.metric_logger.get("log_dir") if cfg.metric_logger else None
-            prepare_output_dir(self.output_dir, resume=cfg.resume_from_checkpoint, overwrite=cfg.overwrite_output_dir,
-                               log_dir=Path(log_dir) if log_dir else None)
-        resume_dir = broadcast_object(self._find_resume_dir() if self.is_rank_zero else None)
 
-        self.checkpointer = self._build_checkpointer(resume_dir)
-        # Model weights are streamed into the built model (see build_model), not loaded here.
-        checkpoint = self.checkpointer.load_checkpoint(include_model=False)
-        # Seeded only now: a resumed run keeps the seed it started with (its data order depends on it).
-        self.seed = set_seed(seed_for_run(cfg.seed, checkpoint.get("recipe_state", {}).get("seed")))
-        self.tokenizer = config.instantiate(cfg.tokenizer)
-        # The data first: a bad row is one error line before minutes of model building are spent.
-        self.dataset = config.instantiate(cfg.dataset, self.tokenizer)
-        dataset_val = config.instantiate(cfg.dataset_val, self.tokenizer) if cfg.dataset_val else None
+@dataclass
+class RunStart:
+    """What a run starts from: the checkpointer (pointed at a resumed run's folder), what it loaded besides the
+    model weights (which stream into the built model later), the run's seed and its dtype."""
 
-        self.model = self.setup_model(checkpoint)
-        self._check_tokenizer_fits_model()
-        self.print(f"Model ready on {self.device} in {self.dtype}. Memory: {format_memory_stats(get_memory_stats(self.device))}")
-        reset_peak_memory_stats(self.device)  # CUDA: the logged peaks are training's, not loading's
+    dtype: torch.dtype
+    checkpointer: Any
+    checkpoint: dict
+    seed: int
+    resume_dir: Optional[Path]
+    runtime_rss: int  # what the process held before the run allocated (the memory estimate's baseline)
 
-        collate_fn = collate_for(self.dataset, self.tokenizer.pad_id)
-        self.dataloader, self.sampler = build_dataloader(
-            self.dataset,
-            batch_size=cfg.batch_size,
-            shuffle=cfg.shuffle,
-            seed=self.seed,
-            collate_fn=collate_fn,
-            rank=self.rank,
-            world_size=self.world_size,
-            pin_memory=self.device.type == "cuda",
+
+def whole_model_from(resume_dir: Path) -> dict:
+    """Checkpointer arguments for resuming a full fine-tune: every weight from the resumed folder."""
+    return {"checkpoint_dir": str(resume_dir), "checkpoint_files": None, "recipe_checkpoint": str(resume_dir / RECIPE_STATE_FILE)}
+
+
+def adapter_from(resume_dir: Path) -> dict:
+    """Checkpointer arguments for resuming a LoRA run: the frozen base from the original checkpoint, the
+    adapter and the recipe state from the resumed folder."""
+    return {"adapter_checkpoint": str(resume_dir), "recipe_checkpoint": str(resume_dir / RECIPE_STATE_FILE)}
+
+
+def open_run(cfg: FinetuneConfig, world: World, resume_from: Callable[[Path], dict]) -> RunStart:
+    """Prepares the output folder (rank 0), finds the checkpoint to resume from (`resume_from(folder)`: the
+    checkpointer arguments that read it), loads all but the model weights, seeds the run and picks its dtype."""
+    runtime_rss = psutil.Process().memory_info().rss
+    dtype = run_dtype(cfg, world.device)
+    if world.is_rank_zero:
+        # First, so a checkpoint that a killed save had moved aside is back before we look for the latest.
+        log_dir = cfg.metric_logger.get("log_dir") if cfg.metric_logger else None
+        prepare_output_dir(Path(cfg.output_dir), resume=cfg.resume_from_checkpoint, overwrite=cfg.overwrite_output_dir,
+                           log_dir=Path(log_dir) if log_dir else None)
+    resume_dir = broadcast_object(_latest_checkpoint(cfg) if world.is_rank_zero else None)
+    overrides = resume_from(resume_dir) if resume_dir is not None else {}
+    checkpointer = config.instantiate(cfg.checkpointer, **overrides)
+    checkpoint = checkpointer.load_checkpoint(include_model=False)
+    # Seeded only now: a resumed run keeps the seed it started with (its data order depends on it).
+    seed = set_seed(seed_for_run(cfg.seed, checkpoint.get("recipe_state", {}).get("seed")))
+    return RunStart(dtype, checkpointer, checkpoint, seed, resume_dir, runtime_rss)
+
+
+def _latest_checkpoint(cfg: FinetuneConfig) -> Optional[Path]:
+    if not cfg.resume_from_checkpoint:
+        return None
+    latest = find_latest_checkpoint(Path(cfg.output_dir))
+    if latest is None:
+        raise FileNotFoundError(
+            f"resume_from_checkpoint=True but {cfg.output_dir} holds no complete checkpoint "
+            f"(a folder epoch_N or step_N with {RECIPE_STATE_FILE}): start without resume_from_checkpoint"
         )
+    return latest
 
-        if hasattr(self.dataset, "summary"):  # samples, tokens, what was cut, padding or packing efficiency
-            self.print(self.dataset.summary(cfg.batch_size))
 
-        self.val_dataloader = None
-        if dataset_val is not None:
-            self.val_dataloader, _ = build_dataloader(
-                dataset_val,
-                batch_size=cfg.batch_size,
-                shuffle=False,
-                seed=self.seed,
-                collate_fn=collate_fn,
-                drop_last=False,  # every held-out sample counts (ranks pad with repeats to equal shares)
-                rank=self.rank,
-                world_size=self.world_size,
-                pin_memory=self.device.type == "cuda",
-            )
+@dataclass
+class RunData:
+    tokenizer: Any
+    dataset: Any
+    dataloader: Any
+    sampler: Any
+    val_dataloader: Optional[Any]
 
-        # One rank's share in a sharded run (rank 0 prints it and sets it beside its own peak).
-        self.memory_estimate = self._estimate_memory(runtime_rss) if cfg.log_memory_estimate else None
 
-        # Logs start only once the checkpoint and data have proven readable: bad input leaves nothing behind.
-        self.metric_logger = config.instantiate(cfg.metric_logger) if cfg.metric_logger else StdoutLogger()
-        if self.is_rank_zero:
-            self.metric_logger.log_config(cfg)
+def load_data(cfg: FinetuneConfig, world: World, seed: int) -> RunData:
+    """The tokenizer, the data set (every row tokenized and checked now, before the model is built: a bad row
+    is one error line, not minutes later) and this rank's loaders; prints the data summary."""
+    tokenizer = config.instantiate(cfg.tokenizer)
+    dataset = config.instantiate(cfg.dataset, tokenizer)
+    dataset_val = config.instantiate(cfg.dataset_val, tokenizer) if cfg.dataset_val else None
+    loader_args = dict(batch_size=cfg.batch_size, seed=seed, collate_fn=collate_for(dataset, tokenizer.pad_id),
+                       rank=world.rank, world_size=world.size, pin_memory=world.device.type == "cuda")
+    dataloader, sampler = build_dataloader(dataset, shuffle=cfg.shuffle, **loader_args)
+    # every held-out sample counts (ranks pad with repeats to equal shares)
+    val_dataloader = build_dataloader(dataset_val, shuffle=False, drop_last=False, **loader_args)[0] if dataset_val else None
+    if hasattr(dataset, "summary"):  # samples, tokens, what was cut, padding or packing efficiency
+        world.print(dataset.summary(cfg.batch_size))
+    return RunData(tokenizer, dataset, dataloader, sampler, val_dataloader)
 
-        self.optimizer = config.instantiate(cfg.optimizer, self.trainable_params())
-        settings = LoopSettings(
-            epochs=cfg.epochs,
-            max_steps_per_epoch=cfg.max_steps_per_epoch,
-            gradient_accumulation_steps=cfg.gradient_accumulation_steps,
-            clip_grad_norm=cfg.clip_grad_norm,
-            log_every_n_steps=cfg.log_every_n_steps,
-            save_every_n_steps=cfg.save_every_n_steps,
-            log_peak_memory_stats=cfg.log_peak_memory_stats,
-            run_val_every_n_steps=cfg.run_val_every_n_steps,
-            max_val_batches=cfg.max_val_batches,
-        )
-        self.lr_scheduler = None
-        total_steps = cfg.epochs * settings.steps_per_epoch(batches_per_epoch(self.dataloader))
-        if cfg.compile == "auto":
-            self.compiled = resolve_compile(cfg.compile, total_steps, self.device)
-            self.print(f"compile=auto: {'on' if self.compiled else 'off'} for {total_steps} steps")
-            if self.compiled:  # compilation is lazy: compiling the placed model here is the same as at build
-                compile_model(self.model, (TransformerDecoderLayer,), device=self.device)
-        if cfg.lr_scheduler:
-            self.lr_scheduler = config.instantiate(cfg.lr_scheduler, self.optimizer, num_training_steps=total_steps)
-        self.loss_fn = config.instantiate(cfg.loss) if cfg.loss else ChunkedCrossEntropyLoss()
-        if self.compiled:
-            self.loss_fn = compile_loss(self.loss_fn)
 
-        self.progress = Progress()
-        if "recipe_state" in checkpoint:
-            self._restore_recipe_state(checkpoint["recipe_state"])
-            self.print(f"Resuming from {resume_dir} at epoch_{self.progress.epoch}, step {self.progress.global_step}")
+def build_model(cfg: FinetuneConfig, world: World, start: RunStart, data: RunData,
+                adapter: Optional[dict] = None) -> torch.nn.Module:
+    """The model component from the checkpoint in the run's dtype (see `build_model_from_checkpoint`), with activation
+    checkpointing and per-layer compile (`compile: true`) applied, placed by `world`; LoRA adapters from
+    `adapter`, else fresh from the run's seed. Every parameter is left trainable. Checks the tokenizer fits it
+    and prints the memory it takes."""
 
-        self.loop = TrainLoop(
-            model=self.model,
-            loss_fn=self.loss_fn,
-            optimizer=self.optimizer,
-            lr_scheduler=self.lr_scheduler,
-            dataloader=self.dataloader,
-            sampler=self.sampler,
-            trainable_params=self.trainable_params(),
-            device=self.device,
-            settings=settings,
-            metric_logger=self.metric_logger,
-            save_checkpoint=self.save_checkpoint,
-            progress=self.progress,
-            is_rank_zero=self.is_rank_zero,
-            world_size=self.world_size,
-            val_dataloader=self.val_dataloader,
-            after_first_step=self.after_first_step,
-        )
-
-    def train(self) -> None:
-        self.loop.run()
-        if self.compiled:
-            self.report_compile_time(self.loop.step_seconds)
-        peak = get_memory_stats(self.device)
-        self.print(f"Training done. Peak memory: {format_memory_stats(peak)}")
-        if self.memory_estimate is not None:
-            self.print(self.memory_estimate.compare(peak))
-        if self.cfg.generate_after_training:
-            # Every rank generates: a sharded model's forward needs all of them (each gathers the layers'
-            # weights in turn); greedy decoding on the same gathered weights picks the same tokens on every
-            # rank, so they stop together. Rank 0 prints.
-            self.show_generation(self.cfg.generate_after_training)
-
-    def report_compile_time(self, step_seconds: list[float]) -> None:
-        seconds = compile_seconds(step_seconds)
-        if seconds is None:
-            return
-        self.print(f"torch.compile: the first step took {step_seconds[0]:.1f} s, about {seconds:.1f} s of it compiling")
-        if self.is_rank_zero:
-            self.metric_logger.log_dict({"compile_seconds": seconds}, step=self.progress.global_step)
-
-    def save_checkpoint(self, progress: Progress, end_of_epoch: bool) -> None:
-        """Writes `epoch_N` (end of an epoch) or `step_N`; the recipe state goes last, so a
-        checkpoint without it is incomplete and never resumed from."""
-        self._check_trainable_params_finite(progress)
-        payload = self.checkpoint_payload()
-        payload["tokenizer_config"] = template_config(self.tokenizer, getattr(self.dataset, "prompt_format", None))
-        payload["recipe_state"] = {
-            "progress": progress.state_dict(),
-            "seed": self.seed,
-            "optimizer": optimizer_state_for_checkpoint(self.model, self.optimizer),
-            "lr_scheduler": self.lr_scheduler.state_dict() if self.lr_scheduler else None,
-            "rng": get_rng_state(),
-        }
-        if self.is_rank_zero:
-            # `progress.epoch` already counts the finished epoch, so the first epoch saves to epoch_0.
-            step = None if end_of_epoch else progress.global_step
-            path = self.checkpointer.save_checkpoint(payload, epoch=progress.epoch - int(end_of_epoch), step=step)
-            self.print(f"Checkpoint saved to {path}")
-        self.after_save()
-
-    def _check_trainable_params_finite(self, progress: Progress) -> None:
-        # A finite loss can still come with an update that overflowed the weights (e.g. a huge learning
-        # rate): saving them would make the newest checkpoint unusable. The ranks agree on the answer.
-        finite = torch.ones((), device=self.device)
-        for param in self.trainable_params():
-            local = param.to_local() if hasattr(param, "to_local") else param
-            if not bool(torch.isfinite(local).all()):
-                finite.zero_()
-                break
-        if self.world_size > 1:
-            torch.distributed.all_reduce(finite, op=torch.distributed.ReduceOp.MIN)
-        if not bool(finite):
-            raise NonFiniteLossError(
-                f"the weights became NaN or inf at step {progress.global_step} (epoch_{progress.epoch}); not saving "
-                "them, the last good checkpoint stays: lower the learning rate, use dtype=fp32, or check the data"
-            )
-
-    def cleanup(self) -> None:
-        logger = getattr(self, "metric_logger", None)
-        if logger is not None:
-            logger.close()
-
-    # ------------------------------------------------------------------ what subclasses say
-    def setup_model(self, checkpoint: dict) -> torch.nn.Module:
-        raise NotImplementedError
-
-    def trainable_params(self) -> list[torch.nn.Parameter]:
-        raise NotImplementedError
-
-    def checkpoint_payload(self) -> dict:
-        """What goes into a checkpoint besides the recipe state: by default the whole model."""
-        return {"model": self.parameters_for_checkpoint()}
-
-    def parameters_for_checkpoint(self) -> dict[str, torch.Tensor]:
-        """Every parameter, whole, by name, as stored (NF4 stays NF4: the checkpointer converts one tensor
-        at a time while writing). The distributed recipe gathers them to rank 0 instead."""
-        return {name: param.detach() for name, param in self.model.named_parameters()}
-
-    def place_model(self, model: torch.nn.Module) -> None:
-        """Gives the meta-built model (empty) storage where it trains; the distributed recipe shards it instead."""
-        allocate_empty(model, self.device)
-
-    def after_save(self) -> None:
-        """Runs on every rank once rank 0 has written a checkpoint."""
-
-    def after_first_step(self) -> None:
-        """Runs once this process's first optimizer step (the one that compiles) is done."""
-
-    # ------------------------------------------------------------------ mechanics
-    def build_model(self, adapter: Optional[dict] = None) -> torch.nn.Module:
-        """The model component from the checkpoint in the run's dtype (see `build_model_from_checkpoint`), with
-        activation checkpointing and per-layer compile applied as configured, placed by `place_model`;
-        LoRA adapters from `adapter` (a resumed run's) or fresh from the run's seed."""
-        self.compiled = self.cfg.compile is True  # "auto" is decided once the run's length is known
-        return build_model_from_checkpoint(
-            self.cfg.model, self.checkpointer, device=self.device, dtype=self.dtype, adapter=adapter,
-            adapter_seed=self.seed, nf4_cache=self._nf4_cache(), prepare=self._prepare_model, place=self.place_model,
-        )  # fmt: skip
-
-    def _prepare_model(self, model: torch.nn.Module) -> None:
-        if self.cfg.enable_activation_checkpointing:
+    def prepare(model: torch.nn.Module) -> None:
+        if cfg.enable_activation_checkpointing:
             apply_activation_checkpointing(model, (TransformerDecoderLayer,))
-        if self.compiled:
-            compile_model(model, (TransformerDecoderLayer,), device=self.device)
+        if cfg.compile is True:  # "auto" is decided once the run's length is known (prepare_training)
+            compile_model(model, (TransformerDecoderLayer,), device=world.device)
 
-    def print(self, message: str, error: bool = False) -> None:
-        if self.is_rank_zero:
-            if error:
-                print(message, file=sys.stderr, flush=True)
-            else:
-                write_above_bar(message)  # a checkpoint saved mid-run is announced above the training bar
+    dtype = start.dtype
+    model = build_model_from_checkpoint(
+        cfg.model, start.checkpointer, device=world.device, dtype=dtype, adapter=adapter, adapter_seed=start.seed,
+        nf4_cache=_nf4_cache(cfg, world, start.checkpointer, dtype), prepare=prepare, place=world.place,
+    )  # fmt: skip
+    _report_model_ready(cfg, world, model, data.tokenizer, dtype)
+    return model
 
-    def _nf4_cache(self) -> Optional[Path]:
-        """With `nf4_cache_dir` (one device), the cache file of this checkpoint, model config and dtype."""
-        if self.cfg.nf4_cache_dir is None or self.world_size > 1:
-            return None
-        key = {"model": OmegaConf.to_container(self.cfg.model, resolve=True), "dtype": str(self.dtype)}
-        return nf4_cache_path(self.cfg.nf4_cache_dir, self.checkpointer.weight_files(), key)
 
-    def _find_resume_dir(self) -> Optional[Path]:
-        if not self.cfg.resume_from_checkpoint:
-            return None
-        latest = find_latest_checkpoint(self.output_dir)
-        if latest is None:
-            raise FileNotFoundError(
-                f"resume_from_checkpoint=True but {self.output_dir} holds no complete checkpoint "
-                f"(a folder epoch_N or step_N with {RECIPE_STATE_FILE}): start without resume_from_checkpoint"
-            )
-        return latest
+def train_only_adapters(model: torch.nn.Module) -> list[torch.nn.Parameter]:
+    """Freezes every parameter but the LoRA adapters'; returns the adapters' (what the optimizer steps)."""
+    adapters = get_adapter_params(model)
+    set_trainable_params(model, adapters)
+    return list(adapters.values())
 
-    def _build_checkpointer(self, resume_dir: Optional[Path]):
-        if resume_dir is None:
-            return config.instantiate(self.cfg.checkpointer)
-        return config.instantiate(self.cfg.checkpointer, **self.resume_checkpoint_args(resume_dir))
 
-    def resume_checkpoint_args(self, resume_dir: Path) -> dict:
-        """Where to read a resumed run from: by default the whole model from the last checkpoint."""
-        return {"checkpoint_dir": str(resume_dir), "checkpoint_files": None,
-                "recipe_checkpoint": str(resume_dir / RECIPE_STATE_FILE)}
+def _nf4_cache(cfg: FinetuneConfig, world: World, checkpointer: Any, dtype: torch.dtype) -> Optional[Path]:
+    """With `nf4_cache_dir` (one device), the cache file of this checkpoint, model config and dtype."""
+    if cfg.nf4_cache_dir is None or world.size > 1:
+        return None
+    key = {"model": OmegaConf.to_container(cfg.model, resolve=True), "dtype": str(dtype)}
+    return nf4_cache_path(cfg.nf4_cache_dir, checkpointer.weight_files(), key)
 
-    def _restore_recipe_state(self, state: dict) -> None:
-        self.progress.load_state_dict(state["progress"])
-        load_optimizer_state(self.model, self.optimizer, state["optimizer"])
-        if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
-            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+
+def _report_model_ready(cfg: FinetuneConfig, world: World, model: torch.nn.Module, tokenizer: Any, dtype: torch.dtype) -> None:
+    """Refuses a tokenizer bigger than the model's embedding; prints the memory after loading and starts the
+    peak counters afresh (CUDA: the logged peaks are training's, not loading's)."""
+    vocab = model.tok_embeddings.num_embeddings
+    if tokenizer.vocab_size > vocab:
+        raise ValueError(
+            f"tokenizer {cfg.tokenizer.get('path') or cfg.tokenizer.get('checkpoint_dir')} has {tokenizer.vocab_size} "
+            f"tokens but the model's embedding has {vocab}: use the tokenizer that belongs to the checkpoint"
+        )
+    world.print(f"Model ready on {world.device} in {dtype}. Memory: {format_memory_stats(get_memory_stats(world.device))}")
+    reset_peak_memory_stats(world.device)
+
+
+def estimate_run_memory(cfg: FinetuneConfig, world: World, start: RunStart, dataset: Any,
+                        lengths: Optional[list[int]] = None, rows_per_sample: int = 1):
+    """`tune estimate` for this run (one rank's share when sharded), batches as long as the longest of (up to)
+    the first 512 samples; printed, and returned to set beside the peak. None with `log_memory_estimate: false`.
+
+    `lengths`: each sample's padded row length (default: its `tokens`); `rows_per_sample`: rows a sample puts in
+    a batch (2 for a preference pair's chosen and rejected sequences)."""
+    if not cfg.log_memory_estimate:
+        return None
+    from torchtune_lite.training.memory_estimate import estimate_memory, run_batch_shapes
+
+    as_cfg = config.as_config(cfg)
+    if cfg.dataset.get("packed", False) or cfg.dataset.get("streaming", False):
+        # packed batches are always max_seq_len long; a stream's longest is unknown: assume it
+        seq_len, shapes = None, 1.0
+    else:
+        if lengths is None:
+            lengths = [len(dataset[i]["tokens"]) for i in range(min(len(dataset), 512))]
+        seq_len, shapes = max(lengths), run_batch_shapes(as_cfg, lengths, len(dataset), world.size)
+    if rows_per_sample != 1:
+        as_cfg.batch_size = rows_per_sample * cfg.batch_size
+    estimate = estimate_memory(as_cfg, seq_len=seq_len, runtime_baseline=start.runtime_rss, world_size=world.size, batch_shapes=shapes)
+    world.print(estimate.table())
+    return estimate
+
+
+@dataclass
+class Training:
+    """What trains the model: optimizer, schedule, loss (compiled with the model when compile is on), where
+    training stands, the metric logger, and the loop that runs it all."""
+
+    optimizer: torch.optim.Optimizer
+    lr_scheduler: Optional[Any]
+    loss_fn: torch.nn.Module
+    compiled: bool
+    progress: Progress
+    metric_logger: MetricLogger
+    memory_estimate: Optional[Any]  # set beside the peak when training ends
+    loop: Optional[TrainLoop] = None
+
+
+def prepare_training(cfg: FinetuneConfig, world: World, model: torch.nn.Module, params: list[torch.nn.Parameter],
+                     data: RunData, start: RunStart, save_checkpoint: Callable[[Progress, bool], None],
+                     objective: Optional[Any] = None) -> Training:
+    """The memory estimate, compile (`auto`: for a run long enough to repay it), the optimizer over `params`,
+    the LR schedule, the loss, the metric logger, a resumed run's progress, optimizer, schedule and RNG state,
+    and the shared loop over `data` (its settings read from `cfg`), which calls
+    `save_checkpoint(progress, end_of_epoch)`.
+
+    `objective` replaces the token loss (preference tuning): called like the loop's forward, it logs its own
+    metrics through `pop_metrics(world_size)`, holds its loss as `loss`, compiles its losses with `compile()`,
+    and says what a sample puts in a batch (`rows_per_sample`, `padded_lengths(dataset)`) for the estimate."""
+    if objective is None:
+        memory_estimate = estimate_run_memory(cfg, world, start, data.dataset)
+    else:
+        memory_estimate = estimate_run_memory(cfg, world, start, data.dataset, lengths=objective.padded_lengths(data.dataset),
+                                              rows_per_sample=objective.rows_per_sample)
+    total_steps = cfg.epochs * cfg.steps_per_epoch(batches_per_epoch(data.dataloader))
+    compiled = cfg.compile is True
+    if cfg.compile == "auto":
+        compiled = resolve_compile(cfg.compile, total_steps, world.device)
+        world.print(f"compile=auto: {'on' if compiled else 'off'} for {total_steps} steps")
+        if compiled:  # compilation is lazy: compiling the placed model here is the same as at build
+            compile_model(model, (TransformerDecoderLayer,), device=world.device)
+    # Logs start only once the checkpoint and data have proven readable: bad input leaves nothing behind.
+    metric_logger = config.instantiate(cfg.metric_logger) if cfg.metric_logger else StdoutLogger()
+    if world.is_rank_zero:
+        metric_logger.log_config(config.as_config(cfg))
+    optimizer = config.instantiate(cfg.optimizer, params)
+    lr_scheduler = config.instantiate(cfg.lr_scheduler, optimizer, num_training_steps=total_steps) if cfg.lr_scheduler else None
+    if objective is not None:
+        loss_fn = objective.loss
+    else:
+        loss_fn = config.instantiate(cfg.loss) if cfg.loss else ChunkedCrossEntropyLoss()
+    if compiled:
+        objective.compile() if objective is not None else compile_loss(loss_fn)
+    training = Training(optimizer, lr_scheduler, loss_fn, compiled, Progress(), metric_logger, memory_estimate)
+    state = start.checkpoint.get("recipe_state")
+    if state is not None:
+        training.progress.load_state_dict(state["progress"])
+        load_optimizer_state(model, optimizer, state["optimizer"])
+        if lr_scheduler is not None and state.get("lr_scheduler") is not None:
+            lr_scheduler.load_state_dict(state["lr_scheduler"])
         set_rng_state(state["rng"])
+        world.print(f"Resuming from {start.resume_dir} at epoch_{training.progress.epoch}, step {training.progress.global_step}")
+    training.loop = TrainLoop(
+        model=model, loss_fn=training.loss_fn, optimizer=optimizer, lr_scheduler=lr_scheduler,
+        dataloader=data.dataloader, sampler=data.sampler, trainable_params=params, device=world.device, settings=cfg,
+        metric_logger=metric_logger, save_checkpoint=save_checkpoint, progress=training.progress,
+        is_rank_zero=world.is_rank_zero, world_size=world.size, val_dataloader=data.val_dataloader,
+        after_first_step=world.after_first_step, forward=objective,
+        extra_metrics=functools.partial(objective.pop_metrics, world.size) if objective is not None else dict,
+    )  # fmt: skip
+    return training
 
-    def _estimate_memory(self, runtime_rss: int, lengths: Optional[list[int]] = None, rows_per_sample: int = 1):
-        """`tune estimate` for this run, batches as long as the longest of (up to) the first 512 samples.
 
-        `lengths`: each sample's padded row length (default: its `tokens`); `rows_per_sample`: rows a sample
-        puts in a batch (2 for a preference pair's chosen and rejected sequences)."""
-        from torchtune_lite.training.memory_estimate import estimate_memory, run_batch_shapes
-
-        fixed_length = getattr(self.cfg.dataset, "packed", False) or getattr(self.cfg.dataset, "streaming", False)
-        if fixed_length:  # packed batches are always max_seq_len long; a stream's longest is unknown: assume it
-            seq_len, shapes = None, 1.0
-        else:
-            if lengths is None:
-                lengths = [len(self.dataset[i]["tokens"]) for i in range(min(len(self.dataset), 512))]
-            seq_len, shapes = max(lengths), run_batch_shapes(self.cfg, lengths, len(self.dataset), self.world_size)
-        cfg = self.cfg if rows_per_sample == 1 else OmegaConf.merge(self.cfg, {"batch_size": rows_per_sample * self.cfg.batch_size})
-        estimate = estimate_memory(cfg, seq_len=seq_len, runtime_baseline=runtime_rss, world_size=self.world_size,
-                                   batch_shapes=shapes)
-        self.print(estimate.table())
-        return estimate
-
-    def _check_tokenizer_fits_model(self) -> None:
-        vocab = self.model.tok_embeddings.num_embeddings
-        if self.tokenizer.vocab_size > vocab:
-            raise ValueError(
-                f"tokenizer {self.cfg.tokenizer.get('path') or self.cfg.tokenizer.get('checkpoint_dir')} has "
-                f"{self.tokenizer.vocab_size} tokens but the model's "
-                f"embedding has {vocab}: use the tokenizer that belongs to the checkpoint"
-            )
-
-    def show_generation(self, prompt: str) -> None:
+# ---------------------------------------------------------------------------------------------- train
+def run_training(cfg: FinetuneConfig, world: World, model: torch.nn.Module, data: RunData, training: Training) -> None:
+    """Runs the training loop to the end, then reports the compile time, the peak memory (against the estimate), and the
+    configured generation."""
+    loop = training.loop
+    loop.run()
+    seconds = compile_seconds(loop.step_seconds) if training.compiled else None
+    if seconds is not None:
+        world.print(f"torch.compile: the first step took {loop.step_seconds[0]:.1f} s, about {seconds:.1f} s of it compiling")
+        if world.is_rank_zero:
+            training.metric_logger.log_dict({"compile_seconds": seconds}, step=training.progress.global_step)
+    peak = get_memory_stats(world.device)
+    world.print(f"Training done. Peak memory: {format_memory_stats(peak)}")
+    if training.memory_estimate is not None:
+        world.print(training.memory_estimate.compare(peak))
+    if cfg.generate_after_training:
+        # Every rank generates: a sharded model's forward needs all of them (each gathers the layers' weights in
+        # turn); greedy decoding on the same gathered weights picks the same tokens on every rank, so they stop
+        # together. Rank 0 prints.
         from torchtune_lite.generation import generate_text
 
-        text = generate_text(self.model, self.tokenizer, prompt, max_new_tokens=self.cfg.max_new_tokens,
-                             instruct_template=getattr(self.dataset, "prompt_format", "alpaca") == "alpaca")
-        self.print(f"\nPrompt: {scrub_secrets(prompt)}\nGeneration: {scrub_secrets(text)}\n")
+        prompt = cfg.generate_after_training
+        text = generate_text(model, data.tokenizer, prompt, max_new_tokens=cfg.max_new_tokens,
+                             instruct_template=getattr(data.dataset, "prompt_format", "alpaca") == "alpaca")
+        world.print(f"\nPrompt: {scrub_secrets(prompt)}\nGeneration: {scrub_secrets(text)}\n")
+    if world.process_group:
+        print(f"rank {world.rank}: peak memory {format_memory_stats(get_memory_stats(world.device))}", flush=True)
+
+
+# ---------------------------------------------------------------------------------------------- save
+def model_payload(model: torch.nn.Module, world: World) -> dict:
+    """A full fine-tune's checkpoint contents: every parameter whole (see `World.gather_parameters`)."""
+    return {"model": world.gather_parameters(model)}
+
+
+def adapter_payload(model: torch.nn.Module, world: World, adapter_only: bool) -> dict:
+    """A LoRA checkpoint's contents: the parameters as they are (NF4 stays NF4: the checkpointer dequantizes and
+    merges the adapters one tensor at a time while writing, so saving never holds a high-precision model copy),
+    or the adapter alone, with the adapter config the layers carry."""
+    state = world.gather_parameters(model)
+    adapter_config = model_adapter_config(model)
+    if adapter_only:
+        return {"adapter": get_adapter_state_dict(state), "adapter_config": adapter_config}
+    return {"model": state, "adapter_config": adapter_config}
+
+
+def write_checkpoint(world: World, start: RunStart, data: RunData, model: torch.nn.Module, training: Training,
+                     params: list[torch.nn.Parameter], payload: Callable[[], dict], progress: Progress, end_of_epoch: bool) -> None:
+    """Writes `epoch_N` (end of an epoch) or `step_N` with `payload()` (called on every rank: gathering is a
+    collective), the prompt layout and the recipe state; the recipe state goes last, so a checkpoint without it
+    is incomplete and never resumed from. Refuses to save weights that became NaN or inf."""
+    # A finite loss can still come with an update that overflowed the weights (e.g. a huge learning rate):
+    # saving them would make the newest checkpoint unusable. The ranks agree on the answer.
+    local = (p.to_local() if hasattr(p, "to_local") else p for p in params)
+    if not world.all_agree(all(bool(torch.isfinite(t).all()) for t in local)):
+        raise NonFiniteLossError(
+            f"the weights became NaN or inf at step {progress.global_step} (epoch_{progress.epoch}); not saving "
+            "them, the last good checkpoint stays: lower the learning rate, use dtype=fp32, or check the data"
+        )
+    contents = payload()
+    contents["tokenizer_config"] = template_config(data.tokenizer, getattr(data.dataset, "prompt_format", None))
+    contents["recipe_state"] = {
+        "progress": progress.state_dict(),
+        "seed": start.seed,
+        "optimizer": optimizer_state_for_checkpoint(model, training.optimizer),
+        "lr_scheduler": training.lr_scheduler.state_dict() if training.lr_scheduler else None,
+        "rng": get_rng_state(),
+    }
+    if world.is_rank_zero:
+        # `progress.epoch` already counts the finished epoch, so the first epoch saves to epoch_0.
+        step = None if end_of_epoch else progress.global_step
+        path = start.checkpointer.save_checkpoint(contents, epoch=progress.epoch - int(end_of_epoch), step=step)
+        world.print(f"Checkpoint saved to {path}")
+    world.after_save()
+
+
+# ---------------------------------------------------------------------------------------------- run
+def run_recipe(recipe: Any) -> None:
+    """`recipe.setup()`, `recipe.train()`, then always `recipe.cleanup()`; a signal, a non-finite loss or a
+    peer rank's failure ends the process with its exit code and one line instead of a traceback."""
+    world: World = recipe.world
+    try:
+        recipe.setup()
+        recipe.train()
+    except TrainingInterrupted as stop:
+        world.print(f"Stopped by signal after step {recipe.training.progress.global_step}; resume with resume_from_checkpoint=True")
+        sys.exit(stop.exit_code)
+    except NonFiniteLossError as err:
+        world.print(f"error: {err}", error=True)
+        sys.exit(1)
+    except RuntimeError as err:  # torch.distributed.DistBackendError (NCCL) is a RuntimeError too
+        message = peer_failure_message(world.rank, err) if world.size > 1 else None
+        if message is None:
+            raise
+        print(message, file=sys.stderr, flush=True)
+        sys.exit(1)
+    finally:
+        recipe.cleanup()
+
+
+def close_run(world: World, training: Optional[Training]) -> None:
+    """Closes the metric logger (if the run got that far) and leaves the process group."""
+    if training is not None:
+        training.metric_logger.close()
+    world.close()

@@ -260,7 +260,7 @@ def weight_bytes(model: torch.nn.Module, nf4: Optional[bool] = None) -> dict[str
             out["NF4 weights"] += sum(getattr(param, n).nbytes for n in inner)
         elif id(param) in nf4_weights and nf4_block_sizes(param.numel()) is not None:
             out["NF4 weights"] += nf4_bytes(param.numel(), param.element_size())
-        elif "lora_" in name:
+        elif is_adapter_key(name):
             out["adapters"] += param.nbytes
         else:
             out["high-precision weights"] += param.nbytes

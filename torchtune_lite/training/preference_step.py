@@ -10,15 +10,28 @@ of the adapter (a few MB).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import torch
+from omegaconf import DictConfig
 from torch import nn
 
+from torchtune_lite.config import import_component
 from torchtune_lite.modules.peft import adapters_disabled, get_adapter_params
+from torchtune_lite.training.compile import compile_loss
 from torchtune_lite.training.completion_logps import completion_logps
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
 from torchtune_lite.training.preference_loss import CompletionLogps, PreferenceLoss
+
+
+def check_preference_loss(loss: Optional[DictConfig]) -> None:
+    """Refuses a `loss` config that is not a preference loss (before anything is built)."""
+    target = import_component(loss._component_) if loss else None
+    if not (isinstance(target, type) and issubclass(target, PreferenceLoss)):
+        raise ValueError(
+            f"loss {loss._component_ if loss else None} is not a preference loss: "
+            "set loss._component_=torchtune_lite.training.PreferenceLoss (kind: dpo, ipo or simpo)"
+        )
 
 
 class ReferencePolicy:
@@ -75,12 +88,24 @@ class PreferenceObjective:
     """
 
     count_unit = "pairs"  # the loop logs pairs_per_second
+    rows_per_sample = 2  # a pair is a chosen and a rejected row in the batch (for the memory estimate)
 
     def __init__(self, loss: PreferenceLoss, reference: ReferencePolicy, token_loss: Optional[ChunkedCrossEntropyLoss] = None) -> None:
         self.loss, self.reference = loss, reference
         self.token_loss = token_loss or ChunkedCrossEntropyLoss()
         self._sums: dict[str, torch.Tensor] = {}
         self._pairs = 0
+
+    @staticmethod
+    def padded_lengths(dataset: Any, max_pairs: int = 512) -> list[int]:
+        """The first `max_pairs` pairs' row lengths in a batch: each pair's longer answer (both rows pad to it)."""
+        pairs = [dataset[i] for i in range(min(len(dataset), max_pairs))]
+        return [max(len(p["chosen_tokens"]), len(p["rejected_tokens"])) for p in pairs]
+
+    def compile(self) -> None:
+        """Compiles both losses in place (for a run that compiles the model)."""
+        compile_loss(self.loss)
+        compile_loss(self.token_loss)
 
     def __call__(self, model: nn.Module, batch: dict[str, torch.Tensor], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
         """batch: `tokens`, `labels` [2 * pairs, s], chosen rows first (see `collate_preference`)."""

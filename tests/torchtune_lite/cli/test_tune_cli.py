@@ -41,7 +41,7 @@ class ToyConfig:
 def recipe_main(cfg) -> None:
     rank = os.environ.get("RANK")
     path = cfg.out_file if rank is None else f"{cfg.out_file}.rank{rank}"
-    payload = OmegaConf.to_container(cfg)
+    payload = OmegaConf.to_container(config.as_config(cfg))
     payload["world_size"] = os.environ.get("WORLD_SIZE")
     with open(path, "w") as f:
         json.dump(payload, f)

@@ -29,10 +29,11 @@ class ToyConfig:
 @config.parse(ToyConfig)
 def recipe_main(cfg) -> None:
     optimizer = config.instantiate(cfg.optimizer, [torch.nn.Parameter(torch.zeros(2))])
-    cfg.optimizer_class = type(optimizer).__name__
+    written = config.as_config(cfg)  # the settings the recipe got, as YAML
+    written.optimizer_class = type(optimizer).__name__
     rank = os.environ.get("RANK", "0")
     with open(os.path.join(cfg.out_dir, f"rank{rank}.yaml"), "w") as f:
-        f.write(OmegaConf.to_yaml(cfg))
+        f.write(OmegaConf.to_yaml(written))
     if cfg.exit_code:
         sys.exit(cfg.exit_code)
 
