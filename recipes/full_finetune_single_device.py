@@ -11,6 +11,7 @@ hold the whole model.
 import functools
 
 from torchtune_lite import config
+from torchtune_lite.inference.after_training import show_generation
 from torchtune_lite.training import finetune
 
 
@@ -28,7 +29,8 @@ class FullFinetuneRecipeSingleDevice:
         self.training = finetune.prepare_training(cfg, world, self.model, self.params, self.data, self.start, self.save_checkpoint)
 
     def train(self) -> None:
-        finetune.run_training(self.cfg, self.world, self.model, self.data, self.training)
+        finetune.run_training(self.world, self.training)
+        show_generation(self.cfg, self.world, self.model, self.data)  # generate_after_training
 
     def save_checkpoint(self, progress: finetune.Progress, end_of_epoch: bool) -> None:
         payload = functools.partial(finetune.model_payload, self.model, self.world)

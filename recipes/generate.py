@@ -5,7 +5,7 @@
     tune run generate --config generation checkpointer.adapter_checkpoint=runs/tiny_qlora/epoch_2/adapter
 
 The story: build the model from the checkpoint (merged weights, or base + adapter; see
-torchtune_lite/training/inference_model.py), wrap the prompt in the instruction template used in training,
+torchtune_lite/inference/model_loading.py), wrap the prompt in the instruction template used in training,
 generate with a KV cache until EOS or `max_new_tokens`, print the answer and the speed.
 """
 
@@ -16,11 +16,8 @@ import torch
 
 from torchtune_lite import config
 from torchtune_lite.config import Component
-from torchtune_lite.data.saved_template import use_saved_template
-from torchtune_lite.generation import complete
-from torchtune_lite.training.device import get_device
-from torchtune_lite.training.inference_model import load_inference_model
-from torchtune_lite.training.precision import get_dtype
+from torchtune_lite.inference.generation import complete
+from torchtune_lite.inference.model_loading import load_for_inference
 from torchtune_lite.training.seed import set_seed
 
 
@@ -41,21 +38,17 @@ class GenerateConfig:
 
 
 @config.parse(GenerateConfig)
-def recipe_main(cfg) -> None:
-    device = get_device(cfg.device)
-    dtype = get_dtype(cfg.dtype, device)
-    model = load_inference_model(cfg, device=device, dtype=dtype)
-    tokenizer = config.instantiate(cfg.tokenizer)
-    # a fine-tune's folder says how its prompts were laid out in training (data/saved_template.py)
-    folders = [cfg.checkpointer.get("adapter_checkpoint"), cfg.checkpointer.checkpoint_dir]
-    instruct_template = use_saved_template(tokenizer, folders, cfg.instruct_template)
+def recipe_main(cfg: GenerateConfig) -> None:
+    # a fine-tune's folder says how its prompts were laid out in training: wrapped in the template or not
+    loaded = load_for_inference(cfg, instruct_template=cfg.instruct_template)
+    tokenizer = loaded.tokenizer
     generator, how = None, "greedy"
     if cfg.temperature > 0:
         seed = set_seed(cfg.seed)  # printed, so a sample drawn with seed=null can be drawn again
-        generator, how = torch.Generator(device=device).manual_seed(seed), f"sampled with seed={seed}"
+        generator, how = torch.Generator(device=loaded.device).manual_seed(seed), f"sampled with seed={seed}"
 
     result = complete(
-        model, tokenizer, cfg.prompt, max_new_tokens=cfg.max_new_tokens, instruct_template=instruct_template,
+        loaded.model, tokenizer, cfg.prompt, max_new_tokens=cfg.max_new_tokens, instruct_template=loaded.instruct_template,
         temperature=cfg.temperature, top_k=cfg.top_k, top_p=cfg.top_p, generator=generator,
     )
     print(result.text, flush=True)

@@ -12,9 +12,9 @@ import torch
 from tests.recipes.conftest import TINY, error_lines, run_tune, tiny_overrides
 from torchtune_lite import config
 from torchtune_lite.data import padded_collate_sft
-from torchtune_lite.generation import Completion, complete
+from torchtune_lite.inference.generation import Completion, complete
 from torchtune_lite.training.evaluation import evaluate_loss
-from torchtune_lite.training.inference_model import load_inference_model
+from torchtune_lite.inference.model_loading import load_inference_model
 
 PROMPT = "What does the red wolf eat?"
 

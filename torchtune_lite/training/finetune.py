@@ -33,7 +33,7 @@ from torchtune_lite.training.device import get_device
 from torchtune_lite.training.distributed import broadcast_object, peer_failure_message
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
 from torchtune_lite.training.memory import format_memory_stats, get_memory_stats, reset_peak_memory_stats
-from torchtune_lite.training.metric_logging import MetricLogger, StdoutLogger, scrub_secrets
+from torchtune_lite.training.metric_logging import MetricLogger, StdoutLogger
 from torchtune_lite.training.model_from_checkpoint import build_model_from_checkpoint
 from torchtune_lite.training.optimizer_state import load_optimizer_state, optimizer_state_for_checkpoint
 from torchtune_lite.training.output_dir import RECIPE_STATE_FILE, find_latest_checkpoint, prepare_output_dir
@@ -323,9 +323,9 @@ def prepare_training(cfg: FinetuneConfig, world: World, model: torch.nn.Module, 
 
 
 # ---------------------------------------------------------------------------------------------- train
-def run_training(cfg: FinetuneConfig, world: World, model: torch.nn.Module, data: RunData, training: Training) -> None:
-    """Runs the training loop to the end, then reports the compile time, the peak memory (against the estimate), and the
-    configured generation."""
+def run_training(world: World, training: Training) -> None:
+    """Runs the training loop to the end, then reports the compile time and the peak memory (against the estimate;
+    in a process group also each rank's own)."""
     loop = training.loop
     loop.run()
     seconds = compile_seconds(loop.step_seconds) if training.compiled else None
@@ -337,16 +337,6 @@ def run_training(cfg: FinetuneConfig, world: World, model: torch.nn.Module, data
     world.print(f"Training done. Peak memory: {format_memory_stats(peak)}")
     if training.memory_estimate is not None:
         world.print(training.memory_estimate.compare(peak))
-    if cfg.generate_after_training:
-        # Every rank generates: a sharded model's forward needs all of them (each gathers the layers' weights in
-        # turn); greedy decoding on the same gathered weights picks the same tokens on every rank, so they stop
-        # together. Rank 0 prints.
-        from torchtune_lite.generation import generate_text
-
-        prompt = cfg.generate_after_training
-        text = generate_text(model, data.tokenizer, prompt, max_new_tokens=cfg.max_new_tokens,
-                             instruct_template=getattr(data.dataset, "prompt_format", "alpaca") == "alpaca")
-        world.print(f"\nPrompt: {scrub_secrets(prompt)}\nGeneration: {scrub_secrets(text)}\n")
     if world.process_group:
         print(f"rank {world.rank}: peak memory {format_memory_stats(get_memory_stats(world.device))}", flush=True)
 

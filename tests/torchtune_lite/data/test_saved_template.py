@@ -9,7 +9,7 @@ from pathlib import Path
 from torchtune_lite.data import Message, format_alpaca_prompt
 from torchtune_lite.data.chat_templates import NAMED_CHAT_TEMPLATES
 from torchtune_lite.data.saved_template import template_config, use_saved_template, write_template_config
-from torchtune_lite.generation import encode_prompt
+from torchtune_lite.inference.generation import encode_prompt
 from torchtune_lite.models.llama2._tokenizer import Llama2Tokenizer
 
 TOKENIZER = str(Path(__file__).resolve().parents[3] / "torchtune_lite" / "assets" / "tiny" / "tokenizer.model")

@@ -12,7 +12,7 @@ import torch
 import transformers
 
 from torchtune_lite._torchao import NF4Tensor
-from torchtune_lite.generation import generate
+from torchtune_lite.inference.generation import generate
 from torchtune_lite.models import from_pretrained_config
 from torchtune_lite.models._hf_config import (
     ModelConfigNotFoundError,

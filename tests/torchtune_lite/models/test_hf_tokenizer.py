@@ -173,7 +173,7 @@ def test_named_templates_and_bad_folders(tmp_path, llama3_folder):
 
 def test_generation_prompts_through_the_template_and_stops_on_any_eos(qwen_folder, tmp_path):
     from torchtune_lite.datasets import alpaca_dataset
-    from torchtune_lite.generation import complete, encode_prompt
+    from torchtune_lite.inference.generation import complete, encode_prompt
 
     tok = from_pretrained_tokenizer(qwen_folder)
     data = tmp_path / "one.json"

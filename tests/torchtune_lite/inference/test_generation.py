@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from torchtune_lite.data import format_alpaca_prompt
-from torchtune_lite.generation import complete, encode_prompt, generate, sample_next_token
+from torchtune_lite.inference.generation import complete, encode_prompt, generate, sample_next_token
 from torchtune_lite.models.llama2 import llama2
 
 TINY = dict(vocab_size=64, num_layers=2, num_heads=4, num_kv_heads=2, embed_dim=32, intermediate_dim=48, max_seq_len=32)
