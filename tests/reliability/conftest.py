@@ -62,6 +62,16 @@ def run_lora(checkpoint_dir: Path, output_dir: Path, *extra: str, **settings) ->
                 *tiny_overrides(checkpoint_dir, output_dir, **settings), *extra)
 
 
+def dpo_overrides(checkpoint_dir: Path, output_dir: Path, **settings) -> list[str]:
+    """tiny/lora_dpo (the bundled preference pairs) on the random base, validated every 2 steps on one batch."""
+    return tiny_overrides(checkpoint_dir, output_dir, **{"run_val_every_n_steps": 2, "max_val_batches": 1, **settings})
+
+
+def run_dpo(checkpoint_dir: Path, output_dir: Path, *extra: str, **settings) -> TuneResult:
+    return tune("run", "lora_dpo_single_device", "--config", "tiny/lora_dpo",
+                *dpo_overrides(checkpoint_dir, output_dir, **settings), *extra)
+
+
 def full_overrides(checkpoint_dir: Path, output_dir: Path, **settings) -> list[str]:
     """tiny/pretrain (full fine-tune) on the random base: no scheduler, unpacked data, no generation."""
     overrides = [o for o in tiny_overrides(checkpoint_dir, output_dir, **settings)
