@@ -170,7 +170,7 @@ class FinetuneRecipe:
                 batch_size=cfg.batch_size,
                 shuffle=False,
                 seed=self.seed,
-                collate_fn=collate_fn,
+                collate_fn=collate_for(dataset_val, self.tokenizer.pad_id),  # packed training, unpacked validation
                 drop_last=False,  # every held-out sample counts (ranks pad with repeats to equal shares)
                 rank=self.rank,
                 world_size=self.world_size,
