@@ -1,12 +1,17 @@
-"""Recipe tests run the real `tune` CLI on a tiny random Llama-2 saved by Hugging Face transformers."""
+"""Recipe tests run the real `tune` CLI on a tiny random Llama-2 saved by Hugging Face transformers: a
+launch of several ranks as real processes, a one-process command through `tune`'s `main` in the test's
+process (the same code path, without a new interpreter's seconds of imports)."""
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import re
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -58,21 +63,77 @@ def tiny_overrides(checkpoint_dir: Path, output_dir: Path, shape: dict = TINY, *
     return model + [f"{k}={v}" for k, v in settings.items()]
 
 
+TUNE_ENV = {"WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+
 def tune_env() -> dict[str, str]:
     """The environment of every `tune` a recipe test starts. The thread count is pinned because fp32 sums
     split over a different number of threads differ in the last bits, and tests compare runs' losses; each
     rank of a distributed run gets the same count (the launcher would otherwise divide the cores). One
     thread, as in-process runs use: the tiny models gain nothing from a second one, two ranks of two
     threads oversubscribe a 2-core machine, and OpenMP threads that spin on busy cores run many times slower."""
-    return {**os.environ, "WANDB_MODE": "offline", "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return {**os.environ, **TUNE_ENV}
 
 
 def tune_command(*args: str) -> list[str]:
     return [sys.executable, "-m", "torchtune_lite.cli.tune", *map(str, args)]
 
 
-def run_tune(*args: str, check: bool = True, timeout: int = 300) -> subprocess.CompletedProcess:
-    proc = subprocess.run(tune_command(*args), capture_output=True, text=True, env=tune_env(), timeout=timeout)
+@dataclass
+class TuneResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def error_lines(self) -> list[str]:
+        """stderr without progress (bars, or the one line per finished phase a run without a terminal prints):
+        what the user reads when a run stops."""
+        return error_lines(self.stderr)
+
+
+def tune(*args) -> TuneResult:
+    """`tune ARGS` in this process, on one thread; the exit code is the one the command would exit with.
+    The same code path as a new `tune` process, without its ~5 s of imports."""
+    from torchtune_lite.cli.tune import main
+
+    saved_argv, saved_path, saved_threads = sys.argv[:], sys.path[:], torch.get_num_threads()
+    out, err = io.StringIO(), io.StringIO()
+    code = 0
+    try:
+        torch.set_num_threads(1)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            main([str(a) for a in args])
+    except SystemExit as exit:
+        code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
+    finally:
+        sys.argv[:], sys.path[:] = saved_argv, saved_path
+        torch.set_num_threads(saved_threads)
+    return TuneResult(code, out.getvalue(), err.getvalue())
+
+
+@contextlib.contextmanager
+def _environment(values: dict[str, str]):
+    saved = {k: os.environ.get(k) for k in values}
+    os.environ.update(values)
+    try:
+        yield
+    finally:
+        for k, v in saved.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def run_tune(*args: str, check: bool = True, timeout: int = 300, new_process: bool = False):
+    """`tune ARGS`; raises with its output if `check` and it fails. A launch of several ranks (or
+    `new_process`) runs as a real process; one process's commands run in this one (see `tune`)."""
+    if new_process or "--nproc_per_node" in args or "--nnodes" in args:
+        proc = subprocess.run(tune_command(*args), capture_output=True, text=True, env=tune_env(), timeout=timeout)
+    else:
+        with _environment(TUNE_ENV):
+            proc = tune(*args)
     if check and proc.returncode != 0:
         raise AssertionError(f"tune {' '.join(map(str, args))} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
     return proc

@@ -15,8 +15,9 @@ from safetensors.torch import load_file
 from tests.recipes.conftest import read_losses, run_tune, tiny_overrides
 
 
-def _run(config: str, hf_checkpoint, out, **extra):
-    return run_tune("run", "lora_finetune_single_device", "--config", config, *tiny_overrides(hf_checkpoint, out, **extra))
+def _run(config: str, hf_checkpoint, out, new_process: bool = False, **extra):
+    return run_tune("run", "lora_finetune_single_device", "--config", config, *tiny_overrides(hf_checkpoint, out, **extra),
+                    new_process=new_process)
 
 
 @pytest.mark.parametrize("config", ["tiny/qlora", "tiny/lora"])
@@ -99,12 +100,16 @@ def test_activation_checkpointing_gives_the_same_losses_and_adapter(hf_checkpoin
 
 
 def test_compile_runs_on_cpu_and_reports_compile_time(hf_checkpoint, tmp_path):
-    proc = _run("tiny/qlora", hf_checkpoint, tmp_path, compile=True, max_steps_per_epoch=3, dtype="bf16")
+    """Packed training data (one batch shape, so no recompile for a new length) validated on unpacked data."""
+    # A new process: this one may already hold compiled code for the layers (dynamo caches per code object).
+    proc = _run("tiny/qlora", hf_checkpoint, tmp_path, new_process=True, compile=True, max_steps_per_epoch=3, dtype="bf16",
+                **{"dataset.packed": True})
     assert len(read_losses(tmp_path)) == 3
     assert "torch.compile: the first step took" in proc.stdout + proc.stderr
     rows = [json.loads(line) for line in (tmp_path / "logs" / "metrics.jsonl").read_text().splitlines()]
     compile_rows = [r for r in rows if "compile_seconds" in r]
     assert len(compile_rows) == 1 and compile_rows[0]["compile_seconds"] > 0.5  # the first step compiled the layers
+    assert [r["step"] for r in rows if "val_loss" in r] == [3]  # the padded validation set took its own collator
 
 
 def test_nf4_cache_is_written_once_and_reused_with_equal_losses(hf_checkpoint, tmp_path):

@@ -9,57 +9,31 @@ compared bitwise must use the same thread count.
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-import torch
 
-from tests.recipes.conftest import error_lines, hf_checkpoint, read_losses, tiny_overrides  # noqa: F401 (a fixture; re-exports)
+from tests.recipes.conftest import TuneResult, error_lines, hf_checkpoint, read_losses, tiny_overrides, tune  # noqa: F401 (a fixture; re-exports)
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@dataclass
-class TuneResult:
-    returncode: int
-    stdout: str
-    stderr: str
-
-    @property
-    def error_lines(self) -> list[str]:
-        """stderr without progress (bars, or the one line per finished phase a run without a terminal prints):
-        what the user reads when a run stops."""
-        return error_lines(self.stderr)
-
-
-def tune(*args) -> TuneResult:
-    """`tune ARGS` in this process; the exit code is the one the command would exit with."""
-    from torchtune_lite.cli.tune import main
-
-    saved_argv, saved_path, saved_threads = sys.argv[:], sys.path[:], torch.get_num_threads()
-    out, err = io.StringIO(), io.StringIO()
-    code = 0
-    try:
-        torch.set_num_threads(1)
-        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-            main([str(a) for a in args])
-    except SystemExit as exit:
-        code = exit.code if isinstance(exit.code, int) else int(exit.code is not None)
-    finally:
-        sys.argv[:], sys.path[:] = saved_argv, saved_path
-        torch.set_num_threads(saved_threads)
-    return TuneResult(code, out.getvalue(), err.getvalue())
 
 
 def run_lora(checkpoint_dir: Path, output_dir: Path, *extra: str, **settings) -> TuneResult:
     return tune("run", "lora_finetune_single_device", "--config", "tiny/lora",
                 *tiny_overrides(checkpoint_dir, output_dir, **settings), *extra)
+
+
+def dpo_overrides(checkpoint_dir: Path, output_dir: Path, **settings) -> list[str]:
+    """tiny/lora_dpo (the bundled preference pairs) on the random base, validated every 2 steps on one batch."""
+    return tiny_overrides(checkpoint_dir, output_dir, **{"run_val_every_n_steps": 2, "max_val_batches": 1, **settings})
+
+
+def run_dpo(checkpoint_dir: Path, output_dir: Path, *extra: str, **settings) -> TuneResult:
+    return tune("run", "lora_dpo_single_device", "--config", "tiny/lora_dpo",
+                *dpo_overrides(checkpoint_dir, output_dir, **settings), *extra)
 
 
 def full_overrides(checkpoint_dir: Path, output_dir: Path, **settings) -> list[str]:

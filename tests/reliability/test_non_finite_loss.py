@@ -1,5 +1,5 @@
 """A NaN/inf loss stops the run at that step with a message naming it, exit 1, and the checkpoint saved
-before it stays whole and loadable (both recipes; lr=1e30 blows the loss up within a few steps)."""
+before it stays whole and loadable (SFT LoRA, full and DPO; lr=1e30 blows the loss up within a few steps)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import re
 import pytest
 import torch
 
-from tests.reliability.conftest import assert_checkpoint_whole, read_losses, run_full, run_lora, saved_checkpoints
+from tests.reliability.conftest import assert_checkpoint_whole, read_losses, run_dpo, run_full, run_lora, saved_checkpoints
 
 
-@pytest.mark.parametrize("run", [run_lora, run_full], ids=["lora", "full"])
+@pytest.mark.parametrize("run", [run_lora, run_full, run_dpo], ids=["lora", "full", "dpo"])
 def test_non_finite_loss_stops_at_its_step_and_keeps_the_last_checkpoint(run, hf_checkpoint, tmp_path):
     out = tmp_path / "out"
     result = run(hf_checkpoint, out, save_every_n_steps=1, **{"optimizer.lr": 1e30})

@@ -19,7 +19,12 @@ _LORA_CONFIGS = (
     "hf/qlora", "hf/lora",
 )
 
-_DPO_CONFIGS = ("tiny/qlora_dpo", "tiny/lora_dpo", "llama2/7B_qlora_dpo", "hf/qlora_dpo")
+_DPO_CONFIGS = (
+    "tiny/qlora_dpo", "tiny/lora_dpo",
+    "llama2/7B_qlora_dpo", "llama3_1/8B_qlora_dpo", "llama3_2/3B_qlora_dpo", "qwen2_5/7B_qlora_dpo",
+    "qwen3/8B_qlora_dpo", "mistral/7B_qlora_dpo", "gemma2/9B_qlora_dpo", "gemma3/4B_qlora_dpo",
+    "hf/qlora_dpo",
+)
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,6 @@ try:  # `int | None` annotations (Python 3.10+)
 except ImportError:  # pragma: no cover
     UnionType = None
 
-import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from torchtune_lite.config._errors import ConfigError, did_you_mean
@@ -106,6 +105,8 @@ def _check_keyword_type(key: str, value: Any, hint: Any) -> None:
     """A scalar from the config must fit a keyword hinted with scalars (`lr: float | Tensor` refuses 'abc'
     before the optimizer would raise a TypeError deep inside). Hints naming other types are not checked:
     a config may legitimately pass a string a function converts."""
+    import torch  # here, not at the top: `tune ls`, `cat` and `cp` read configs without paying torch's import
+
     options = typing.get_args(hint) if typing.get_origin(hint) in (Union, UnionType) else (hint,)
     if not isinstance(value, _SCALARS) or any(o not in (*_SCALARS, type(None), torch.Tensor) for o in options):
         return

@@ -166,11 +166,14 @@ def load_data(cfg: FinetuneConfig, world: World, seed: int) -> RunData:
     tokenizer = config.instantiate(cfg.tokenizer)
     dataset = config.instantiate(cfg.dataset, tokenizer)
     dataset_val = config.instantiate(cfg.dataset_val, tokenizer) if cfg.dataset_val else None
-    loader_args = dict(batch_size=cfg.batch_size, seed=seed, collate_fn=collate_for(dataset, tokenizer.pad_id),
-                       rank=world.rank, world_size=world.size, pin_memory=world.device.type == "cuda")
-    dataloader, sampler = build_dataloader(dataset, shuffle=cfg.shuffle, **loader_args)
-    # every held-out sample counts (ranks pad with repeats to equal shares)
-    val_dataloader = build_dataloader(dataset_val, shuffle=False, drop_last=False, **loader_args)[0] if dataset_val else None
+    loader_args = dict(batch_size=cfg.batch_size, seed=seed, rank=world.rank, world_size=world.size,
+                       pin_memory=world.device.type == "cuda")
+    dataloader, sampler = build_dataloader(dataset, shuffle=cfg.shuffle, collate_fn=collate_for(dataset, tokenizer.pad_id),
+                                           **loader_args)
+    # Every held-out sample counts (ranks pad with repeats to equal shares). Its own collator: packed training
+    # data may be validated on unpacked samples.
+    val_dataloader = build_dataloader(dataset_val, shuffle=False, drop_last=False,
+                                      collate_fn=collate_for(dataset_val, tokenizer.pad_id), **loader_args)[0] if dataset_val else None
     if hasattr(dataset, "summary"):  # samples, tokens, what was cut, padding or packing efficiency
         world.print(dataset.summary(cfg.batch_size))
     return RunData(tokenizer, dataset, dataloader, sampler, val_dataloader)

@@ -227,11 +227,12 @@ class TrainLoop:
                 if self.is_rank_zero:
                     self.metric_logger.log_dict(metrics, step=step)
             window.clear()
-            if stop or (self.world_size > 1 and bool(stop_flag_over_ranks(self._signal, self.device))):
+            stop = stop or (self.world_size > 1 and bool(stop_flag_over_ranks(self._signal, self.device)))
+            if validate:  # before a stop too: a resumed run starts after this step and would never validate it
+                self.log_validation(step)
+            if stop:
                 self.save_checkpoint(self.progress, False)
                 raise TrainingInterrupted(self._signal or signal.SIGTERM)
-            if validate:
-                self.log_validation(step)
             if save:
                 self.save_checkpoint(self.progress, False)
             t0 = time.perf_counter()  # validation and saving are not part of the next step's time
