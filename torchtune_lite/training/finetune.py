@@ -125,7 +125,6 @@ class FinetuneRecipe:
 
     def setup(self) -> None:
         cfg = self.cfg
-        runtime_rss = psutil.Process().memory_info().rss  # what this process holds before the run allocates
         if self.is_rank_zero:
             # First, so a checkpoint that a killed save had moved aside is back before we look for the latest.
             log_dir = cfg.metric_logger.get("log_dir") if cfg.metric_logger else None
@@ -178,7 +177,7 @@ class FinetuneRecipe:
             )
 
         # One rank's share in a sharded run (rank 0 prints it and sets it beside its own peak).
-        self.memory_estimate = self._estimate_memory(runtime_rss) if cfg.log_memory_estimate else None
+        self.memory_estimate = self._estimate_memory(psutil.Process().memory_info().rss) if cfg.log_memory_estimate else None
 
         # Logs start only once the checkpoint and data have proven readable: bad input leaves nothing behind.
         self.metric_logger = config.instantiate(cfg.metric_logger) if cfg.metric_logger else StdoutLogger()
@@ -383,10 +382,11 @@ class FinetuneRecipe:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         set_rng_state(state["rng"])
 
-    def _estimate_memory(self, runtime_rss: int, lengths: Optional[list[int]] = None, rows_per_sample: int = 1):
+    def _estimate_memory(self, resident_rss: int, lengths: Optional[list[int]] = None, rows_per_sample: int = 1):
         """`tune estimate` for this run, batches as long as the longest of (up to) the first 512 samples.
 
-        `lengths`: each sample's padded row length (default: its `tokens`); `rows_per_sample`: rows a sample
+        `resident_rss`: the resident set now, data loaded and model built (the estimate subtracts the weights to get
+        the runtime's share). `lengths`: each sample's padded row length (default: its `tokens`); `rows_per_sample`: rows a sample
         puts in a batch (2 for a preference pair's chosen and rejected sequences)."""
         from torchtune_lite.training.memory_estimate import estimate_memory, run_batch_shapes
 
@@ -397,9 +397,8 @@ class FinetuneRecipe:
             if lengths is None:
                 lengths = [len(self.dataset[i]["tokens"]) for i in range(min(len(self.dataset), 512))]
             seq_len, shapes = max(lengths), run_batch_shapes(self.cfg, lengths, len(self.dataset), self.world_size)
-        cfg = self.cfg if rows_per_sample == 1 else OmegaConf.merge(self.cfg, {"batch_size": rows_per_sample * self.cfg.batch_size})
-        estimate = estimate_memory(cfg, seq_len=seq_len, runtime_baseline=runtime_rss, world_size=self.world_size,
-                                   batch_shapes=shapes)
+        estimate = estimate_memory(self.cfg, seq_len=seq_len, resident_with_model=resident_rss, world_size=self.world_size,
+                                   batch_shapes=shapes, rows_per_sample=rows_per_sample)
         self.print(estimate.table())
         return estimate
 
