@@ -125,6 +125,8 @@ def main() -> None:
     if not (PEER_HOME / "alpaca_synth.json").exists():
         raise SystemExit(f"error: {PEER_HOME / 'alpaca_synth.json'} not found: run bash {PEER_KIT / 'setup.sh'} first")
 
+    os.environ.setdefault("PEER_HOME", str(PEER_HOME))  # the config reads both
+    os.environ.setdefault("PEER_KIT", str(PEER_KIT))
     paths = write_data(PEER_HOME / "dpo_vs_sft_data", args.words, args.batch * args.steps)
     kinds = run_kinds(paths, args.batch)
     tokens = {label: step_tokens(recipe, overrides, per_step, args.steps) for label, (recipe, overrides, per_step) in kinds.items()}

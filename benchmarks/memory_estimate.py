@@ -12,7 +12,7 @@ reach the longest batch length, which the estimate is for, within a few tokens; 
 packed to 256) with `generate_after_training` off. Processes run on one thread each (OpenMP threads on a shared, oversubscribed machine run 10-100x slower; the thread count
 changes the peak by a few MB). The figures compared are the
 ones the recipe prints: its estimate (the breakdown's total, whose runtime baseline is the process's resident
-set when setup starts) against the measured peak, which on CPU is the process's peak resident set (`peak_rss_bytes`:
+set, less the weights, once data and model are loaded) against the measured peak, which on CPU is the process's peak resident set (`peak_rss_bytes`:
 everything the process ever held at once, Python and torch included, not a delta over a baseline). On two
 ranks each rank's peak is compared with the per-rank estimate, and the worse is shown. The `tune estimate`
 column is the same estimate made outside a run, whose runtime baseline is measured in a fresh interpreter.

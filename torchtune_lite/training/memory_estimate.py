@@ -6,13 +6,16 @@ saved-tensors hook that adds up, storage by storage, what autograd keeps for bac
 checkpointing the same pass sees only each layer's input, and backward adds one layer's recomputation.
 
 On CPU the measured figure is the process's peak resident set (`peak_rss_bytes`, not a delta over a baseline),
-which also holds the Python/torch runtime (300-400 MB before any tensor: the recipe takes its own resident
-set when setup starts, `tune estimate` measures a fresh interpreter with `measure_runtime_baseline`), the
+which also holds the Python/torch runtime and the data loading libraries (400-450 MB before any tensor: the
+recipe takes its own resident set less the weights once data and model are loaded, `tune estimate` measures a
+fresh interpreter that loads a small data file, `measure_runtime_baseline`), the
 blocks glibc keeps after a step frees them (a fitted term: one more step's transient tensors), in bf16 the
 GEMM kernels oneDNN compiles for every batch length and keeps, and on a sharded run's ranks gloo's and FSDP2's
-own state (fitted); all are added, so the total compares with what the recipe prints as `rss peak` (within
-12% on the tiny configs except the full fine-tune in bf16, which peaks 25% above; see benchmarks/memory_estimate.py). On CUDA the measured figure is the allocator's
-peak, and none of these is added.
+own state (fitted); all are added, so the total compares with what the recipe prints as `rss peak` (see
+benchmarks/memory_estimate.py for the figures). Not counted: in bf16 on CPU, a run whose GEMM shapes keep changing
+after every batch length has been seen keeps adding oneDNN kernels step after step (benchmarks/memory_phases.py:
+tiny/pretrain climbs about 17 MiB a step; none with ONEDNN_PRIMITIVE_CACHE_CAPACITY=0). On CUDA the measured figure
+is the allocator's peak, and none of these is added.
 """
 
 from __future__ import annotations
