@@ -106,7 +106,6 @@ class RunStart:
     checkpoint: dict
     seed: int
     resume_dir: Optional[Path]
-    runtime_rss: int  # what the process held before the run allocated (the memory estimate's baseline)
 
 
 def whole_model_from(resume_dir: Path) -> dict:
@@ -123,7 +122,6 @@ def adapter_from(resume_dir: Path) -> dict:
 def open_run(cfg: FinetuneConfig, world: World, resume_from: Callable[[Path], dict]) -> RunStart:
     """Prepares the output folder (rank 0), finds the checkpoint to resume from (`resume_from(folder)`: the
     checkpointer arguments that read it), loads all but the model weights, seeds the run and picks its dtype."""
-    runtime_rss = psutil.Process().memory_info().rss
     dtype = run_dtype(cfg, world.device)
     if world.is_rank_zero:
         # First, so a checkpoint that a killed save had moved aside is back before we look for the latest.
@@ -136,7 +134,7 @@ def open_run(cfg: FinetuneConfig, world: World, resume_from: Callable[[Path], di
     checkpoint = checkpointer.load_checkpoint(include_model=False)
     # Seeded only now: a resumed run keeps the seed it started with (its data order depends on it).
     seed = set_seed(seed_for_run(cfg.seed, checkpoint.get("recipe_state", {}).get("seed")))
-    return RunStart(dtype, checkpointer, checkpoint, seed, resume_dir, runtime_rss)
+    return RunStart(dtype, checkpointer, checkpoint, seed, resume_dir)
 
 
 def _latest_checkpoint(cfg: FinetuneConfig) -> Optional[Path]:
@@ -229,28 +227,25 @@ def _report_model_ready(cfg: FinetuneConfig, world: World, model: torch.nn.Modul
     reset_peak_memory_stats(world.device)
 
 
-def estimate_run_memory(cfg: FinetuneConfig, world: World, start: RunStart, dataset: Any,
-                        lengths: Optional[list[int]] = None, rows_per_sample: int = 1):
+def estimate_run_memory(cfg: FinetuneConfig, world: World, dataset: Any, rows_per_sample: int = 1):
     """`tune estimate` for this run (one rank's share when sharded), batches as long as the longest of (up to)
     the first 512 samples; printed, and returned to set beside the peak. None with `log_memory_estimate: false`.
+    Called with the data loaded and the model built: the resident set now, less the weights, is the runtime's.
 
-    `lengths`: each sample's padded row length (default: its `tokens`); `rows_per_sample`: rows a sample puts in
-    a batch (2 for a preference pair's chosen and rejected sequences)."""
+    `rows_per_sample`: rows a sample puts in a batch (2 for a preference pair's chosen and rejected sequences)."""
     if not cfg.log_memory_estimate:
         return None
-    from torchtune_lite.training.memory_estimate import estimate_memory, run_batch_shapes
+    from torchtune_lite.training.memory_estimate import estimate_memory, row_length, run_batch_shapes
 
     as_cfg = config.as_config(cfg)
     if cfg.dataset.get("packed", False) or cfg.dataset.get("streaming", False):
         # packed batches are always max_seq_len long; a stream's longest is unknown: assume it
         seq_len, shapes = None, 1.0
     else:
-        if lengths is None:
-            lengths = [len(dataset[i]["tokens"]) for i in range(min(len(dataset), 512))]
+        lengths = [row_length(dataset[i]) for i in range(min(len(dataset), 512))]
         seq_len, shapes = max(lengths), run_batch_shapes(as_cfg, lengths, len(dataset), world.size)
-    if rows_per_sample != 1:
-        as_cfg.batch_size = rows_per_sample * cfg.batch_size
-    estimate = estimate_memory(as_cfg, seq_len=seq_len, runtime_baseline=start.runtime_rss, world_size=world.size, batch_shapes=shapes)
+    estimate = estimate_memory(as_cfg, seq_len=seq_len, resident_with_model=psutil.Process().memory_info().rss,
+                               world_size=world.size, batch_shapes=shapes, rows_per_sample=rows_per_sample)
     world.print(estimate.table())
     return estimate
 
@@ -280,12 +275,8 @@ def prepare_training(cfg: FinetuneConfig, world: World, model: torch.nn.Module, 
 
     `objective` replaces the token loss (preference tuning): called like the loop's forward, it logs its own
     metrics through `pop_metrics(world_size)`, holds its loss as `loss`, compiles its losses with `compile()`,
-    and says what a sample puts in a batch (`rows_per_sample`, `padded_lengths(dataset)`) for the estimate."""
-    if objective is None:
-        memory_estimate = estimate_run_memory(cfg, world, start, data.dataset)
-    else:
-        memory_estimate = estimate_run_memory(cfg, world, start, data.dataset, lengths=objective.padded_lengths(data.dataset),
-                                              rows_per_sample=objective.rows_per_sample)
+    and says how many batch rows a sample makes (`rows_per_sample`) for the estimate."""
+    memory_estimate = estimate_run_memory(cfg, world, data.dataset, rows_per_sample=getattr(objective, "rows_per_sample", 1))
     total_steps = cfg.epochs * cfg.steps_per_epoch(batches_per_epoch(data.dataloader))
     compiled = cfg.compile is True
     if cfg.compile == "auto":

@@ -6,13 +6,16 @@ saved-tensors hook that adds up, storage by storage, what autograd keeps for bac
 checkpointing the same pass sees only each layer's input, and backward adds one layer's recomputation.
 
 On CPU the measured figure is the process's peak resident set (`peak_rss_bytes`, not a delta over a baseline),
-which also holds the Python/torch runtime (300-400 MB before any tensor: the recipe takes its own resident
-set when setup starts, `tune estimate` measures a fresh interpreter with `measure_runtime_baseline`), the
+which also holds the Python/torch runtime and the data loading libraries (400-450 MB before any tensor: the
+recipe takes its own resident set less the weights once data and model are loaded, `tune estimate` measures a
+fresh interpreter that loads a small data file, `measure_runtime_baseline`), the
 blocks glibc keeps after a step frees them (a fitted term: one more step's transient tensors), in bf16 the
 GEMM kernels oneDNN compiles for every batch length and keeps, and on a sharded run's ranks gloo's and FSDP2's
-own state (fitted); all are added, so the total compares with what the recipe prints as `rss peak` (within
-12% on the tiny configs except the full fine-tune in bf16, which peaks 25% above; see benchmarks/memory_estimate.py). On CUDA the measured figure is the allocator's
-peak, and none of these is added.
+own state (fitted); all are added, so the total compares with what the recipe prints as `rss peak` (see
+benchmarks/memory_estimate.py for the figures). Not counted: in bf16 on CPU, a run whose GEMM shapes keep changing
+after every batch length has been seen keeps adding oneDNN kernels step after step (benchmarks/memory_phases.py:
+tiny/pretrain climbs about 17 MiB a step; none with ONEDNN_PRIMITIVE_CACHE_CAPACITY=0). On CUDA the measured figure
+is the allocator's peak, and none of these is added.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import subprocess
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Optional
 
 import torch
@@ -39,6 +43,7 @@ from torchtune_lite.training.model_from_checkpoint import build_on_meta
 from torchtune_lite.training.precision import get_dtype
 
 _MIB = 1024**2
+_TINY_DATA = Path(__file__).resolve().parents[1] / "assets" / "tiny" / "instruct_train.json"
 _GIB = 1024**3
 # Optimizer states per trainable parameter, each in the parameter's dtype (torch creates them with zeros_like).
 _STATES_PER_PARAM = {"AdamW": 2, "Adam": 2, "SGD": 1}
@@ -66,6 +71,7 @@ class MemoryEstimate:
     seq_len: int
     activation_checkpointing: bool
     parts: dict[str, int] = field(default_factory=dict)
+    rows_per_sample: int = 1  # 2 for preference pairs (chosen and rejected rows)
 
     @property
     def total(self) -> int:
@@ -73,8 +79,9 @@ class MemoryEstimate:
 
     def table(self) -> str:
         """The breakdown as an aligned text table in MiB and GiB."""
+        batch = f"{self.batch_size}" if self.rows_per_sample == 1 else f"{self.batch_size} pairs ({self.batch_size * self.rows_per_sample} rows)"
         header = (
-            f"Memory estimate: {self.device_type}, {str(self.dtype).removeprefix('torch.')}, batch {self.batch_size} x "
+            f"Memory estimate: {self.device_type}, {str(self.dtype).removeprefix('torch.')}, batch {batch} x "
             f"{self.seq_len} tokens, activation checkpointing {'on' if self.activation_checkpointing else 'off'}"
         )
         width = max(len(name) for name in [*self.parts, "total"])
@@ -99,6 +106,8 @@ def estimate_memory(
     runtime_baseline: Optional[int] = None,
     world_size: int = 1,
     batch_shapes: Optional[float] = None,
+    rows_per_sample: Optional[int] = None,
+    resident_with_model: Optional[int] = None,
 ) -> MemoryEstimate:
     """The peak memory a fine-tuning run of `cfg` (a resolved recipe config) should reach, part by part.
 
@@ -110,18 +119,26 @@ def estimate_memory(
     gathered at a time; each rank runs its own `batch_size`. `batch_shapes` is how many distinct batch lengths
     the run meets (`run_batch_shapes`; default one for packed data, else two): in bf16 on CPU each one keeps its
     own compiled GEMM kernels, and on CPU changing lengths keep glibc from reusing a step's freed blocks.
+    `resident_with_model`: a running recipe's resident bytes once its data are loaded and its model built; the
+    runtime baseline is then this less the weights the estimate counts (data loading alone, `datasets` and
+    pyarrow with their tables, holds about 100 MB on the tiny configs, which a baseline taken before it misses).
+    `rows_per_sample`: rows one sample puts in a batch (default: 2 for a preference loss's pairs, a chosen and
+    a rejected sequence, each padded to the batch's length; else 1).
     """
     if batch_shapes is None:
         batch_shapes = 1.0 if cfg.dataset.get("packed", False) else 2.0
     device_type = _device_type(str(cfg.get("device", "auto")))
     dtype = _dtype(cfg.get("dtype", "auto"), device_type)
+    preference = is_preference_config(cfg)
+    rows_per_sample = rows_per_sample or (2 if preference else 1)
     batch_size = int(cfg.get("batch_size", 1))
+    rows = rows_per_sample * batch_size  # what one forward sees
     if seq_len is None:
         seq_len = _max_seq_len(cfg)
     ac = bool(cfg.get("enable_activation_checkpointing", False))
 
     model = build_meta_model(cfg, dtype)
-    gemms = len(gemm_shapes(model, batch_size, seq_len)) if device_type == "cpu" and dtype in (torch.bfloat16, torch.float16) else 0
+    gemms = len(gemm_shapes(model, rows, seq_len)) if device_type == "cpu" and dtype in (torch.bfloat16, torch.float16) else 0
     weights = weight_bytes(model)
     trainable = weights["adapters"] if weights["adapters"] else weights["high-precision weights"]
     states = _STATES_PER_PARAM.get(str(cfg.optimizer._component_).rsplit(".", 1)[-1], 2)
@@ -133,9 +150,18 @@ def estimate_memory(
         "adapters": weights["adapters"] // shards,
         "gradients": trainable // shards,
         "optimizer states": states * trainable // shards,
-        "activations": activation_bytes(model, batch_size, seq_len, checkpointed=ac),
-        "loss and dequant buffers": _working_buffers(cfg, model, batch_size, seq_len, dtype),
+        "activations": activation_bytes(model, rows, seq_len, checkpointed=ac),
+        # preference losses score one row at a time (completion_logps), SFT the whole batch in chunks
+        "loss and dequant buffers": _working_buffers(cfg, model, 1 if preference else rows, seq_len, dtype),
     }
+    if preference:
+        # The reference is the policy's own weights (training/preference_step.py ReferencePolicy): with the
+        # adapters switched off it holds nothing more; from a start adapter it keeps one copy of the adapters
+        # (sharded like them). Its forward runs without gradients before the policy's, so it saves nothing.
+        if cfg.get("start_adapter"):
+            parts["reference: start adapter copy"] = weights["adapters"] // shards
+        else:
+            parts["reference: base, adapters off"] = 0
     if shards > 1:
         parts["gathered layers (FSDP)"] = 2 * _largest_layer_bytes(model)
     if device_type == "cpu":
@@ -149,8 +175,20 @@ def estimate_memory(
             parts["FSDP2 and gloo runtime (fitted)"] = _CPU_SHARDED_RUNTIME_BYTES
         if gemms:
             parts["oneDNN kernels per batch length"] = int(gemms * max(batch_shapes, 1.0) * _ONEDNN_BYTES_PER_GEMM)
+        if resident_with_model is not None:
+            held = sum(parts[name] for name in ("NF4 weights", "high-precision weights", "adapters"))
+            runtime_baseline = max(resident_with_model - held, 0)
         parts["runtime baseline (measured)"] = measure_runtime_baseline() if runtime_baseline is None else runtime_baseline
-    return MemoryEstimate(device_type, dtype, batch_size, seq_len, ac, parts)
+    return MemoryEstimate(device_type, dtype, batch_size, seq_len, ac, parts, rows_per_sample)
+
+
+def is_preference_config(cfg: DictConfig) -> bool:
+    """Whether `cfg` trains on preference pairs (its loss is a `PreferenceLoss`: DPO, IPO or SimPO)."""
+    from torchtune_lite.training.preference_loss import PreferenceLoss
+
+    component = (cfg.get("loss") or {}).get("_component_")
+    loss_class = config.import_component(component) if component else None
+    return isinstance(loss_class, type) and issubclass(loss_class, PreferenceLoss)
 
 
 def build_meta_model(cfg: DictConfig, dtype: torch.dtype) -> torch.nn.Module:
@@ -311,7 +349,15 @@ def sample_lengths(cfg: DictConfig, limit: Optional[int] = None) -> tuple[list[i
     if cfg.dataset.get("packed", False):
         return [_max_seq_len(cfg)], len(dataset)
     count = len(dataset) if limit is None else min(len(dataset), limit)
-    return [len(dataset[i]["tokens"]) for i in range(count)], len(dataset)
+    return [row_length(dataset[i]) for i in range(count)], len(dataset)
+
+
+def row_length(sample: dict) -> int:
+    """The padded length a sample needs in a batch: its tokens, or a preference pair's longer answer (both
+    rows of a pair are padded to the batch's length)."""
+    if "chosen_tokens" in sample:
+        return max(len(sample["chosen_tokens"]), len(sample["rejected_tokens"]))
+    return len(sample["tokens"])
 
 
 def longest_sample(cfg: DictConfig) -> int:
@@ -335,6 +381,8 @@ def measure_runtime_baseline() -> int:
     code = (
         "import torch\n"
         "import torchtune_lite.training.finetune, torchtune_lite.datasets\n"
+        # a recipe loads its data through `datasets` (pyarrow and its tables): about 100 MB resident
+        f"from torchtune_lite.data.file_loading import load_rows; load_rows('json', {str(_TINY_DATA)!r})\n"
         "from torchtune_lite.models.llama2 import qlora_llama2\n"
         "from torchtune_lite.training.loss import ChunkedCrossEntropyLoss\n"
         "model = qlora_llama2(lora_attn_modules=['q_proj', 'v_proj'], apply_lora_to_mlp=True, lora_rank=4, lora_alpha=8.0,\n"

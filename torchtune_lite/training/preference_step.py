@@ -96,12 +96,6 @@ class PreferenceObjective:
         self._sums: dict[str, torch.Tensor] = {}
         self._pairs = 0
 
-    @staticmethod
-    def padded_lengths(dataset: Any, max_pairs: int = 512) -> list[int]:
-        """The first `max_pairs` pairs' row lengths in a batch: each pair's longer answer (both rows pad to it)."""
-        pairs = [dataset[i] for i in range(min(len(dataset), max_pairs))]
-        return [max(len(p["chosen_tokens"]), len(p["rejected_tokens"])) for p in pairs]
-
     def compile(self) -> None:
         """Compiles both losses in place (for a run that compiles the model)."""
         compile_loss(self.loss)

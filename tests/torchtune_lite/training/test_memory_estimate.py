@@ -141,3 +141,49 @@ def test_runtime_baseline_is_the_fresh_interpreters_own_peak():
     parent = torch.ones(2**28)  # 1 GiB resident in this process
     baseline = measure_runtime_baseline.__wrapped__()
     assert float(parent[-1]) == 1.0 and 100 * 2**20 < baseline < 2**30
+
+
+def test_preference_pairs_hold_two_rows_and_the_reference_choice_its_own_bytes():
+    dpo = _estimate("tiny/qlora_dpo", "batch_size=2")
+    as_sft = estimate_memory(config.load_config("tiny/qlora_dpo", ["device=cpu", "dtype=fp32", "batch_size=2"]), seq_len=64,
+                             runtime_baseline=300 * 2**20, rows_per_sample=1)
+    assert "batch 2 pairs (4 rows) x 64 tokens" in dpo.table()
+    # chosen and rejected rows: twice the activations of the chosen rows alone
+    assert dpo.parts["activations"] == pytest.approx(2 * as_sft.parts["activations"], rel=0.01)
+    # adapters off: the base is the reference, nothing more is held
+    assert dpo.parts["reference: base, adapters off"] == 0 and "reference: start adapter copy" not in dpo.parts
+    started = _estimate("tiny/qlora_dpo", "batch_size=2", "start_adapter=/some/sft/adapter")
+    assert started.total - dpo.total == started.parts["reference: start adapter copy"] == dpo.parts["adapters"] > 0
+    assert "reference: base, adapters off" not in _estimate("tiny/qlora").parts  # SFT has no reference
+
+
+def test_start_adapter_copy_is_what_the_reference_policy_keeps():
+    from torchtune_lite.training.preference_step import ReferencePolicy
+
+    cfg = config.load_config("tiny/lora_dpo", ["device=cpu", "dtype=fp32", "start_adapter=/some/sft/adapter"])
+    with set_default_dtype(torch.float32):
+        model = config.instantiate(cfg.model)
+    kept = sum(t.nbytes for t in ReferencePolicy(model, from_start_adapter=True).start_adapter.values())
+    est = estimate_memory(cfg, seq_len=32, runtime_baseline=0)
+    assert est.parts["reference: start adapter copy"] == kept > 0
+    assert not ReferencePolicy(model).start_adapter  # adapters off: no copy
+
+
+def test_preference_data_lengths_are_each_pairs_longer_answer():
+    from torchtune_lite.training.memory_estimate import sample_lengths
+
+    cfg = config.load_config("tiny/qlora_dpo")
+    lengths, count = sample_lengths(cfg, limit=50)
+    dataset = config.instantiate(cfg.dataset, config.instantiate(cfg.tokenizer))
+    assert count == len(dataset) and len(lengths) == 50
+    assert lengths == [max(len(dataset[i]["chosen_tokens"]), len(dataset[i]["rejected_tokens"])) for i in range(50)]
+    assert any(len(dataset[i]["chosen_tokens"]) != len(dataset[i]["rejected_tokens"]) for i in range(50))
+
+
+def test_tune_estimate_on_a_dpo_config_counts_pairs(capsys):
+    from torchtune_lite.cli import tune
+
+    tune.main(["estimate", "--config", "tiny/qlora_dpo", "--seq-len", "data", "device=cpu", "dtype=fp32"])
+    out = capsys.readouterr().out
+    assert "batch 8 pairs (16 rows)" in out and "reference: base, adapters off" in out
+
