@@ -10,7 +10,7 @@ of the adapter (a few MB).
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Any, Iterator, Optional
+from typing import Iterator, Optional
 
 import torch
 from omegaconf import DictConfig
