@@ -64,12 +64,18 @@ def op_shares(step, steps: int) -> tuple[float, list[tuple[str, float, int]]]:
     return total / steps / 1e3, rows
 
 
+def torch_lite_location() -> str:
+    import torchtune_lite
+
+    return str(torchtune_lite.__file__).rsplit("/torchtune_lite/", 1)[0]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kinds", default="qlora,lora")
     parser.add_argument("--dtype", default="bf16", choices=DTYPES)
     parser.add_argument("--targets", default="qv", choices=TARGETS)
-    parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--steps", type=int, default=3, help="profiled steps per kind (0: time only)")
     parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds after the profile")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 is steadiest on a shared machine)")
@@ -81,6 +87,8 @@ def main() -> None:
     steps = {kind: make_step(build(kind, args.targets)) for kind in kinds}
     for kind, step in steps.items():
         step(), step()  # warm-up: allocator, kernels, optimizer state
+        if not args.steps:
+            continue
         ms, rows = op_shares(step, args.steps)
         print(f"\n{kind} {args.dtype} ({torch.get_num_threads()} threads): {ms:.0f} ms self CPU per profiled step")
         for name, share, n in rows[: args.top]:
@@ -92,7 +100,7 @@ def main() -> None:
             step()
             times[kind].append(time.perf_counter() - start)
     medians = {kind: statistics.median(t) for kind, t in times.items()}
-    print(f"\nstep time, median of {args.rounds} alternating rounds: "
+    print(f"\n{torch_lite_location()}: step time, median of {args.rounds} alternating rounds: "
           + ", ".join(f"{kind} {ms * 1e3:.0f} ms" for kind, ms in medians.items()))
     if len(kinds) == 2:
         ratios = [a / b for a, b in zip(times[kinds[0]], times[kinds[1]])]
