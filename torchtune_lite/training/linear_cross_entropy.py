@@ -44,11 +44,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             loss -= picked.sum()
             if not (need_hidden or need_weight):
                 continue
-            # d(sum of -log p_y)/d logits = softmax - one_hot(y): exp computed in fp32 and written in the
-            # compute dtype in one pass (no fp32 softmax, no cast pass), then the target column set to
-            # p_y - 1 from the fp32 values, so every element is rounded once, as a cast of the fp32 result.
-            dlogits = torch.exp(logp, out=torch.empty_like(logp, dtype=hidden.dtype))
-            dlogits.scatter_(1, yc.unsqueeze(1), (picked.exp() - 1.0).to(hidden.dtype))
+            # d(sum of -log p_y)/d logits = softmax - one_hot(y), built in place in the log-softmax buffer.
+            dlogits = logp.exp_()
+            dlogits.scatter_add_(1, yc.unsqueeze(1), torch.full_like(picked, -1.0))
+            dlogits = dlogits.to(hidden.dtype)
             if need_hidden:
                 torch.mm(dlogits, weight, out=grad_h[start : start + chunk_tokens])
             if need_weight:
