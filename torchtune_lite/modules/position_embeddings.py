@@ -94,8 +94,12 @@ class RotaryPositionalEmbeddings(nn.Module):
             if rope.dim() == 3:
                 rope = rope.unsqueeze(0)
             rope = rope.unsqueeze(2)
+        # In x's dtype, as transformers rotates (the table is fp32, rounded once per call): in bf16 each
+        # output carries two roundings instead of one, within bf16's noise, and no fp32 copies of q and k
+        # are made and cast back in forward and backward.
+        rope = rope.to(x.dtype)
         cos, sin = rope[..., 0], rope[..., 1]
-        pairs = x.float().reshape(*x.shape[:-1], self.dim // 2, 2)
+        pairs = x.reshape(*x.shape[:-1], self.dim // 2, 2)
         x_even, x_odd = pairs[..., 0], pairs[..., 1]
         rotated = torch.stack([x_even * cos - x_odd * sin, x_odd * cos + x_even * sin], dim=-1)
-        return rotated.flatten(-2).to(x.dtype)
+        return rotated.flatten(-2)

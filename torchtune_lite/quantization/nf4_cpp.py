@@ -11,6 +11,7 @@ The source is ``nf4_kernels.cpp`` beside this file (shipped as package data). Th
 once and is cached by torch; if no compiler is present, the build fails, or ``TORCHTUNE_LITE_NF4_CPP=0`` is set, callers get None and use the pure-torch path.
 """
 
+import functools
 import hashlib
 import logging
 import os
@@ -43,6 +44,35 @@ def is_loaded() -> bool:
     return _state.get("module") is not None
 
 
+def is_built() -> bool:
+    """Whether this process has the module or torch's extension cache holds a finished build of it for this
+    source and CPU kind (loading that takes well under a second; building takes a minute)."""
+    if is_loaded():
+        return True
+    if os.environ.get("TORCHTUNE_LITE_NF4_CPP", "1") == "0":
+        return False
+    return _cached_library().exists()
+
+
+@functools.lru_cache(maxsize=None)
+def _cached_library() -> Path:
+    from torch.utils import cpp_extension
+
+    name, _ = _module_name_and_flags()
+    # Private, but it is the one place torch decides where load_inline builds (TORCH_EXTENSIONS_DIR, the
+    # Python and CUDA versions); it creates the (empty) folder, which load_inline would create anyway.
+    return Path(cpp_extension._get_build_directory(name, verbose=False)) / f"{name}.so"
+
+
+@functools.lru_cache(maxsize=None)
+def _module_name_and_flags() -> tuple[str, tuple[str, ...]]:
+    # The name carries a hash of the source and flags, so an edited kernel or another CPU kind
+    # never reuses a stale cached build.
+    flags = ("-O3", *_isa_flags())
+    digest = hashlib.sha256((_SOURCE_FILE.read_text() + " ".join(flags)).encode()).hexdigest()[:12]
+    return f"torchtune_lite_nf4_{digest}", flags
+
+
 def _isa_flags() -> list[str]:
     """Compiler flags for the vector units torch itself detected on this CPU (none off x86).
 
@@ -63,16 +93,12 @@ def _build() -> Optional[ModuleType]:
     try:
         from torch.utils.cpp_extension import load_inline
 
-        source = _SOURCE_FILE.read_text()
-        flags = ["-O3", *_isa_flags()]
-        # The name carries a hash of the source and flags, so an edited kernel or another CPU kind
-        # never reuses a stale cached build.
-        digest = hashlib.sha256((source + " ".join(flags)).encode()).hexdigest()[:12]
+        name, flags = _module_name_and_flags()
         return load_inline(
-            name=f"torchtune_lite_nf4_{digest}",
-            cpp_sources=source,
+            name=name,
+            cpp_sources=_SOURCE_FILE.read_text(),
             functions=["quantize_blocks", "dequantize_blocks", "advise_huge_pages", "dequantize_path"],
-            extra_cflags=flags,
+            extra_cflags=list(flags),
             verbose=False,
         )
     except Exception as err:  # no compiler, no headers, build error: the pure-torch path is always there

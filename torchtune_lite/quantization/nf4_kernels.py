@@ -31,7 +31,7 @@ from torchtune_lite._torchao import NF4Tensor, to_nf4
 from torchtune_lite.quantization import nf4_cpp
 from torchtune_lite.quantization.nf4_layout import nf4_from_fields
 
-__all__ = ["NF4ShapeError", "dequantize_nf4", "linear_nf4", "nf4_block_sizes", "quantize_nf4"]
+__all__ = ["NF4ShapeError", "dequantize_nf4", "keeps_dense_weight", "linear_nf4", "nf4_block_sizes", "quantize_nf4"]
 
 # Elements handled per chunk: few enough that temporaries stay a small fraction of a 7B layer's weight,
 # many enough that op dispatch and thread start-up (costly on a busy CPU) are amortised.
@@ -197,13 +197,13 @@ BUILD_FROM_NUMEL = 2**20
 
 
 def _fused_kernels(t: torch.Tensor) -> Optional[ModuleType]:
-    """The C++ kernels when they suit ``t`` and can be built, else None. Once built (or loaded from the
-    build cache), they serve CPU tensors of any size: one fused pass beats the torch path's several ops
-    even on small weights. Not inside torch.compile: the traced graph keeps the torch ops, which
-    inductor fuses (an extension call would break the graph)."""
+    """The C++ kernels when they suit ``t`` and can be built, else None. Once built (in this process or
+    any earlier one: torch caches the build), they serve CPU tensors of any size: one fused pass beats
+    the torch path's several ops even on small weights. Not inside torch.compile: the
+    traced graph keeps the torch ops, which inductor fuses (an extension call would break the graph)."""
     if t.device.type != "cpu" or torch.compiler.is_compiling():
         return None
-    if t.numel() < BUILD_FROM_NUMEL and not nf4_cpp.is_loaded():
+    if t.numel() < BUILD_FROM_NUMEL and not nf4_cpp.is_built():
         return None
     return nf4_cpp.extension()
 
@@ -319,11 +319,32 @@ def _dequantize_scratch(weight: NF4Tensor) -> torch.Tensor:
     return _dequantize_into(weight, buffer[: weight.numel()]).view(weight.shape)
 
 
+def keeps_dense_weight(input: torch.Tensor, weight: NF4Tensor) -> bool:
+    """Whether `linear_nf4` keeps the dequantized weight for backward instead of dequantizing it again there.
+
+    Kept when the layer has at least as many tokens as the weight's smaller side: the dense weight is then no
+    bigger than the layer's input or output activation (so it adds at most one activation's memory per NF4
+    layer), and the matmuls are not much longer than a dequantization, so the saved pass is a large share of
+    the layer's time. With fewer tokens (a 7B model at 1 x 512: 512 < 4096) the weight is bigger than any of
+    the layer's activations and QLoRA's memory saving wins: backward dequantizes again. Activation
+    checkpointing's first forward saves nothing, so under it a kept weight lives from the layer's recompute
+    to its backward only.
+    """
+    tokens = input.numel() // max(1, input.shape[-1])
+    return tokens >= min(weight.shape)
+
+
 class _LinearNF4(torch.autograd.Function):
-    """``input @ dequant(W).T`` for a frozen NF4 ``W``: saves only the 4-bit weight, re-dequantizes in backward."""
+    """``input @ dequant(W).T`` for a frozen NF4 ``W``: saves the dequantized weight for backward when
+    `keeps_dense_weight` says so, else only the 4-bit weight, dequantized again in backward."""
 
     @staticmethod
     def forward(ctx, input: torch.Tensor, weight: NF4Tensor) -> torch.Tensor:
+        ctx.keeps_dense = ctx.needs_input_grad[0] and keeps_dense_weight(input, weight)
+        if ctx.keeps_dense:
+            dense = dequantize_nf4(weight).to(input.dtype)  # a tensor of its own: backward reads it
+            ctx.save_for_backward(dense)
+            return F.linear(input, dense)
         ctx.save_for_backward(weight)
         # Autograd records nothing inside forward, so the reused buffer is not kept past this matmul.
         return F.linear(input, _dequantize_scratch(weight).to(input.dtype))
@@ -332,9 +353,13 @@ class _LinearNF4(torch.autograd.Function):
     def backward(ctx, grad_output: torch.Tensor) -> tuple[Optional[torch.Tensor], None]:
         if not ctx.needs_input_grad[0]:
             return None, None
-        (weight,) = ctx.saved_tensors
-        # With create_graph the matmul would save its operands, so the weight must be a tensor of its own.
-        dense = dequantize_nf4(weight) if torch.is_grad_enabled() else _dequantize_scratch(weight)
+        (saved,) = ctx.saved_tensors
+        if ctx.keeps_dense:
+            dense = saved
+        elif torch.is_grad_enabled():  # with create_graph the matmul saves its operands: a tensor of its own
+            dense = dequantize_nf4(saved)
+        else:
+            dense = _dequantize_scratch(saved)
         return grad_output @ dense.to(grad_output.dtype), None
 
 

@@ -211,6 +211,59 @@ def test_linear_nf4_saves_only_the_4bit_weight():
     assert x.grad is not None and weight.grad is None
 
 
+def _saved_by_linear_nf4(x: torch.Tensor, weight: NF4Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    saved = []
+    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
+        out = linear_nf4(x, weight)
+    return out, saved
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32))
+def test_linear_nf4_keeps_the_dense_weight_only_when_tokens_reach_its_smaller_side(dtype):
+    weight = quantize_nf4(_awkward_weight((96, 128), dtype), 64, 2)
+    few = torch.randn(95, 128, dtype=dtype, requires_grad=True)
+    many = torch.randn(2, 48, 128, dtype=dtype, requires_grad=True)  # 96 tokens = min(96, 128)
+    assert not nf4_kernels.keeps_dense_weight(few, weight) and nf4_kernels.keeps_dense_weight(many, weight)
+    _, saved = _saved_by_linear_nf4(few, weight)
+    assert [type(t) for t in saved] == [NF4Tensor]
+    _, saved = _saved_by_linear_nf4(many, weight)
+    assert len(saved) == 1 and type(saved[0]) is torch.Tensor and torch.equal(saved[0], dequantize_nf4(weight))
+    _, saved = _saved_by_linear_nf4(many.detach(), weight)  # no input grad: nothing to keep
+    assert saved == []
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32))
+def test_kept_and_redequantized_weights_give_identical_grads_equal_to_torchao(dtype, monkeypatch):
+    # The same input through the kept dense weight and through a backward that dequantizes again (the
+    # policy switched off): outputs and input grads equal bit for bit, and equal torchao's linear_nf4.
+    weight = quantize_nf4(_awkward_weight((64, 96), dtype), 64, 2)
+    g = torch.Generator().manual_seed(5)
+    x = torch.randn(80, 96, dtype=dtype, generator=g)
+    grad = torch.randn(80, 64, dtype=dtype, generator=g)
+    results = {}
+    for path in ("kept", "redequantized", "torchao"):
+        monkeypatch.setattr(nf4_kernels, "keeps_dense_weight", lambda *args: path == "kept")
+        xi = x.clone().requires_grad_(True)
+        out = (torchao_linear_nf4 if path == "torchao" else linear_nf4)(xi, weight)
+        out.backward(grad)
+        results[path] = (_bits(out), _bits(xi.grad))
+    for path in ("redequantized", "torchao"):
+        assert all(torch.equal(a, b) for a, b in zip(results["kept"], results[path])), path
+
+
+def test_kept_dense_weight_supports_double_backward():
+    weight = quantize_nf4(_awkward_weight((64, 96), torch.float32), 64, 2)
+    x = torch.randn(64, 96, generator=torch.Generator().manual_seed(6), requires_grad=True)
+    x_ref = x.detach().clone().requires_grad_(True)
+    dense = dequantize_nf4(weight)
+    (grad,) = torch.autograd.grad(torch.tanh(linear_nf4(x, weight)).sum(), x, create_graph=True)
+    (grad_ref,) = torch.autograd.grad(torch.tanh(F.linear(x_ref, dense)).sum(), x_ref, create_graph=True)
+    assert torch.equal(grad, grad_ref)
+    (second,) = torch.autograd.grad(grad.square().sum(), x)
+    (second_ref,) = torch.autograd.grad(grad_ref.square().sum(), x_ref)
+    torch.testing.assert_close(second, second_ref, rtol=0, atol=0)
+
+
 def test_stacked_linear_nf4_layers_share_no_stale_weights():
     # Consecutive layers reuse one dequantization buffer; each backward must still see its own weight.
     g = torch.Generator().manual_seed(4)

@@ -52,6 +52,20 @@ def test_bf16_loss_and_gradients_are_close_to_fp32_logits():
     torch.testing.assert_close(got[1:], want[1:], rtol=3e-2, atol=3e-3)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_logit_gradient_is_the_fp32_softmax_minus_one_hot_rounded_once(dtype):
+    # The gradient of the logits is softmax - one_hot(y) computed in fp32 and rounded to the compute dtype
+    # once, however the kernel writes it: the hidden gradient equals that matrix times the weight, bit for bit.
+    hidden, weight, labels = _data(dtype, seed=1)
+    _, grad_h, _ = _grads(lambda h, w: fused_linear_cross_entropy(h, w, labels, -100, 1000), hidden, weight)
+    keep = labels != -100
+    logp = torch.log_softmax(hidden[keep] @ weight.t(), dim=-1, dtype=torch.float32)
+    dlogits = (logp.exp() - F.one_hot(labels[keep], V)).to(dtype)
+    want = torch.zeros_like(hidden)
+    want[keep] = torch.mm(dlogits, weight) * torch.tensor(0.37, dtype=dtype)
+    assert torch.equal(grad_h, want)
+
+
 def test_every_token_ignored_gives_zero_loss_and_zero_gradients():
     hidden, weight, _ = _data(torch.float32)
     labels = torch.full((N,), -100)
