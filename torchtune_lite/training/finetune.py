@@ -227,12 +227,11 @@ def _report_model_ready(cfg: FinetuneConfig, world: World, model: torch.nn.Modul
     reset_peak_memory_stats(world.device)
 
 
-def estimate_run_memory(cfg: FinetuneConfig, world: World, dataset: Any, rows_per_sample: int = 1):
+def estimate_run_memory(cfg: FinetuneConfig, world: World, dataset: Any):
     """`tune estimate` for this run (one rank's share when sharded), batches as long as the longest of (up to)
     the first 512 samples; printed, and returned to set beside the peak. None with `log_memory_estimate: false`.
     Called with the data loaded and the model built: the resident set now, less the weights, is the runtime's.
-
-    `rows_per_sample`: rows a sample puts in a batch (2 for a preference pair's chosen and rejected sequences)."""
+    A preference loss in `cfg` makes each sample two batch rows (the estimate reads it from the config)."""
     if not cfg.log_memory_estimate:
         return None
     from torchtune_lite.training.memory_estimate import estimate_memory, row_length, run_batch_shapes
@@ -245,7 +244,7 @@ def estimate_run_memory(cfg: FinetuneConfig, world: World, dataset: Any, rows_pe
         lengths = [row_length(dataset[i]) for i in range(min(len(dataset), 512))]
         seq_len, shapes = max(lengths), run_batch_shapes(as_cfg, lengths, len(dataset), world.size)
     estimate = estimate_memory(as_cfg, seq_len=seq_len, resident_with_model=psutil.Process().memory_info().rss,
-                               world_size=world.size, batch_shapes=shapes, rows_per_sample=rows_per_sample)
+                               world_size=world.size, batch_shapes=shapes)
     world.print(estimate.table())
     return estimate
 
@@ -274,9 +273,8 @@ def prepare_training(cfg: FinetuneConfig, world: World, model: torch.nn.Module, 
     `save_checkpoint(progress, end_of_epoch)`.
 
     `objective` replaces the token loss (preference tuning): called like the loop's forward, it logs its own
-    metrics through `pop_metrics(world_size)`, holds its loss as `loss`, compiles its losses with `compile()`,
-    and says how many batch rows a sample makes (`rows_per_sample`) for the estimate."""
-    memory_estimate = estimate_run_memory(cfg, world, data.dataset, rows_per_sample=getattr(objective, "rows_per_sample", 1))
+    metrics through `pop_metrics(world_size)`, holds its loss as `loss` and compiles its losses with `compile()`."""
+    memory_estimate = estimate_run_memory(cfg, world, data.dataset)
     total_steps = cfg.epochs * cfg.steps_per_epoch(batches_per_epoch(data.dataloader))
     compiled = cfg.compile is True
     if cfg.compile == "auto":

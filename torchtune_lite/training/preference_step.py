@@ -88,7 +88,6 @@ class PreferenceObjective:
     """
 
     count_unit = "pairs"  # the loop logs pairs_per_second
-    rows_per_sample = 2  # a pair is a chosen and a rejected row in the batch (for the memory estimate)
 
     def __init__(self, loss: PreferenceLoss, reference: ReferencePolicy, token_loss: Optional[ChunkedCrossEntropyLoss] = None) -> None:
         self.loss, self.reference = loss, reference
