@@ -11,7 +11,7 @@ v_proj, output_proj and the MLP, rank 8, as in configs/llama2/7B_qlora.yaml; bf1
 Phases, each with its own peak RSS (VmHWM, reset between phases via /proc/self/clear_refs):
   cold build   build the model on the meta device, allocate it, stream the checkpoint in (quantizing
                each LoRA'd weight to NF4 as it arrives)
-  cache write  save the quantized base as the NF4 cache (torchtune_lite.quantization.nf4_cache)
+  cache write  save the quantized base as the NF4 cache (torchtune_lite.checkpointing.nf4_cache)
   warm build   the same model filled from the NF4 cache instead (no quantization)
   fwd+bwd      one forward and backward at batch 1 x 64 tokens (--skip-train skips this and the next)
   train step   batch 1 x --train-seq-len tokens with activation checkpointing: forward, chunked loss,
@@ -42,15 +42,15 @@ from torchtune_lite.models.llama2._model_builders import _COMMON, _SHAPES
 from torchtune_lite.modules.peft import get_adapter_params, is_adapter_key, set_trainable_params
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
-from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
-from torchtune_lite.training.checkpointing._convert_weights import HF_KEYS, ModelShape
-from torchtune_lite.training.checkpointing._safetensors_io import TensorToWrite, write_sharded
+from torchtune_lite.checkpointing import FullModelHFCheckpointer
+from torchtune_lite.checkpointing._convert_weights import HF_KEYS, ModelShape
+from torchtune_lite.checkpointing._safetensors_io import TensorToWrite, write_sharded
 from machine_limit import LlamaShape, device_description, step_limit
 from torchtune_lite.training.device import get_device
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
 from torchtune_lite.training.memory import get_memory_stats, reset_peak_memory_stats
 from torchtune_lite.training.precision import get_dtype
-from torchtune_lite.quantization.nf4_cache import nf4_cache_path, save_nf4_cache
+from torchtune_lite.checkpointing.nf4_cache import nf4_cache_path, save_nf4_cache
 from torchtune_lite.training.model_from_checkpoint import build_model_from_checkpoint
 
 

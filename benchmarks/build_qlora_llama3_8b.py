@@ -21,8 +21,8 @@ from machine_limit import device_description
 from build_qlora_7b import Phase, build_phases, save_phase, train_phases, write_random_checkpoint
 from torchtune_lite.models import from_pretrained_config
 from torchtune_lite.models._hf_config import decoder_args_from_hf_config
-from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
-from torchtune_lite.quantization.nf4_cache import nf4_cache_path
+from torchtune_lite.checkpointing import FullModelHFCheckpointer
+from torchtune_lite.checkpointing.nf4_cache import nf4_cache_path
 from torchtune_lite.training.device import get_device
 from torchtune_lite.training.precision import get_dtype
 

@@ -23,7 +23,7 @@ from omegaconf import OmegaConf
 
 from torchtune_lite import config
 from torchtune_lite.config import resolve_config
-from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
+from torchtune_lite.checkpointing import FullModelHFCheckpointer
 
 ASSETS = Path(__file__).resolve().parents[1] / "torchtune_lite" / "assets" / "tiny"
 

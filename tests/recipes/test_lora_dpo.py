@@ -13,7 +13,7 @@ import torch
 import transformers
 
 from tests.recipes.conftest import ASSETS, error_lines, run_tune, save_random_llama, tiny_overrides
-from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
+from torchtune_lite.checkpointing import FullModelHFCheckpointer
 
 SHAPE = dict(vocab_size=1024, num_layers=2, num_heads=8, num_kv_heads=4, embed_dim=256, intermediate_dim=768, max_seq_len=512)
 

@@ -9,6 +9,7 @@ compared bitwise must use the same thread count.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import sys
@@ -71,15 +72,21 @@ def tensor_files(folder: Path) -> dict[str, bytes]:
 
 def assert_checkpoint_whole(checkpoint: Path) -> dict:
     """Every file the recipe state names is there (and nothing else), and the weights (and the adapter,
-    if any) load through the checkpointer with its shape checks. Returns what was loaded."""
-    from torchtune_lite.training.checkpointing import FullModelHFCheckpointer, load_recipe_state
+    if any) load the way a run loads them: into the model its config.json describes. Returns what was loaded."""
+    import torch
+
+    from torchtune_lite.checkpointing import FullModelHFCheckpointer, load_recipe_state
+    from torchtune_lite.models import from_pretrained_config
+    from torchtune_lite.training.model_from_checkpoint import build_model_from_checkpoint
 
     state = load_recipe_state(checkpoint / "recipe_state.pt")
     on_disk = sorted(str(p.relative_to(checkpoint)) for p in checkpoint.rglob("*") if p.is_file())
     assert sorted([*state["checkpoint_files"], "recipe_state.pt"]) == on_disk
     adapter = checkpoint / "adapter" if (checkpoint / "adapter").is_dir() else None
-    loaded = FullModelHFCheckpointer(checkpoint, None, "LLAMA2", checkpoint.parent / "unused",
-                                     adapter_checkpoint=adapter).load_checkpoint()
+    checkpointer = FullModelHFCheckpointer(checkpoint, None, "LLAMA2", checkpoint.parent / "unused", adapter_checkpoint=adapter)
+    model = build_model_from_checkpoint(functools.partial(from_pretrained_config, checkpoint), checkpointer,
+                                        device=torch.device("cpu"), dtype=torch.float32)
+    loaded = {"model": model.state_dict(), **checkpointer.load_checkpoint()}
     assert loaded["model"] and (adapter is None or loaded["adapter"])
     return loaded
 

@@ -25,7 +25,7 @@ FILE_SIZE_LIMIT = 64 * 1024
 
 def _after_saves(n: int, action) -> None:
     """Run `action()` as the n-th checkpoint save starts."""
-    from torchtune_lite.training.checkpointing._base import CheckpointerBase
+    from torchtune_lite.checkpointing._base import CheckpointerBase
 
     real_save, calls = CheckpointerBase.save_checkpoint, [0]
 

@@ -27,7 +27,7 @@ def load_inference_model(cfg: DictConfig, *, device: torch.device, dtype: torch.
     """`cfg.model` built on `device` in `dtype` with `cfg.checkpointer`'s weights (and adapter, if it names
     one) loaded, in eval mode. Raises ValueError naming the file when an adapter does not fit the base."""
     checkpointer = config.instantiate(cfg.checkpointer)
-    adapter = checkpointer.load_checkpoint(include_model=False).get("adapter")
+    adapter = checkpointer.load_checkpoint().get("adapter")
     model = build_model_from_checkpoint(cfg.model, checkpointer, device=device, dtype=dtype, adapter=adapter)
     return model.eval()
 

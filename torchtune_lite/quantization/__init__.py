@@ -1,9 +1,9 @@
-"""Quantization: NF4 (QLoRA's 4-bit NormalFloat) kernels, the NF4 tensor layout, and the NF4 cache.
+"""Quantization: NF4 (QLoRA's 4-bit NormalFloat) kernels and the NF4 tensor layout.
 
 The weights stay torchao ``NF4Tensor``s (checkpoints, FSDP2 and state-dict hooks rely on its fields);
 the arithmetic runs in ``nf4_kernels`` (lookup tables and a fused C++ pass, bit-identical to torchao
-and 10x+ faster); ``nf4_layout`` is the one place an NF4 tensor is taken apart or assembled;
-``nf4_cache`` saves a quantized base once and reloads it on later runs.
+and 10x+ faster); ``nf4_layout`` is the one place an NF4 tensor is taken apart or assembled (the NF4 cache, a file of
+those fields, is a checkpoint: ``torchtune_lite.checkpointing.nf4_cache``).
 """
 
 from torchtune_lite.quantization.nf4_kernels import (

@@ -1,13 +1,6 @@
-"""Training mechanics shared by every recipe: checkpointing, loggers, memory, precision, schedules, the loop."""
+"""Training mechanics shared by every recipe: loggers, memory, precision, schedules, the loop (checkpointers: `torchtune_lite.checkpointing`)."""
 
 from torchtune_lite.training.activations import apply_activation_checkpointing
-# Checkpointing exports are maintained by the checkpointing owner / lead.
-from torchtune_lite.training.checkpointing import (
-    FullModelHFCheckpointer,
-    FullModelMetaCheckpointer,
-    load_recipe_state,
-    save_recipe_state,
-)
 from torchtune_lite.training.compile import compile_loss, compile_model
 from torchtune_lite.training.data_loading import build_dataloader, epoch_batches
 from torchtune_lite.training.device import get_device
@@ -24,8 +17,6 @@ __all__ = [
     "ChunkedCrossEntropyLoss",
     "PreferenceLoss",
     "DiskLogger",
-    "FullModelHFCheckpointer",
-    "FullModelMetaCheckpointer",
     "StdoutLogger",
     "TensorBoardLogger",
     "WandBLogger",
@@ -42,9 +33,7 @@ __all__ = [
     "get_dtype",
     "get_memory_stats",
     "get_rng_state",
-    "load_recipe_state",
     "reset_peak_memory_stats",
-    "save_recipe_state",
     "scale_grads",
     "set_default_dtype",
     "set_rng_state",

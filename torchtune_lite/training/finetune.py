@@ -24,7 +24,7 @@ from torchtune_lite.config import Component
 from torchtune_lite.data.saved_template import template_config
 from torchtune_lite.modules.peft import get_adapter_params, get_adapter_state_dict, model_adapter_config, set_trainable_params
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
-from torchtune_lite.quantization.nf4_cache import nf4_cache_path
+from torchtune_lite.checkpointing.nf4_cache import nf4_cache_path
 from torchtune_lite.training.activations import apply_activation_checkpointing
 from torchtune_lite.training.compile import compile_loss, compile_model, compile_seconds, resolve_compile
 from torchtune_lite.training.config_checks import check_finetune_config
@@ -131,7 +131,7 @@ def open_run(cfg: FinetuneConfig, world: World, resume_from: Callable[[Path], di
     resume_dir = broadcast_object(_latest_checkpoint(cfg) if world.is_rank_zero else None)
     overrides = resume_from(resume_dir) if resume_dir is not None else {}
     checkpointer = config.instantiate(cfg.checkpointer, **overrides)
-    checkpoint = checkpointer.load_checkpoint(include_model=False)
+    checkpoint = checkpointer.load_checkpoint()
     # Seeded only now: a resumed run keeps the seed it started with (its data order depends on it).
     seed = set_seed(seed_for_run(cfg.seed, checkpoint.get("recipe_state", {}).get("seed")))
     return RunStart(dtype, checkpointer, checkpoint, seed, resume_dir)

@@ -21,7 +21,7 @@ from typing import Any, Mapping, Optional
 import torch
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
-from torchtune_lite.training.progress_bars import write_above_bar
+from torchtune_lite.progress_bars import write_above_bar
 
 REDACTED = "<redacted>"
 _SECRET_WORDS = {"key", "pwd", "credential", "credentials"}

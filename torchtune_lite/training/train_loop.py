@@ -26,7 +26,7 @@ from torchtune_lite.training.evaluation import evaluate_loss
 from torchtune_lite.training.loss import IGNORE_INDEX, forward_loss, shift_labels  # noqa: F401 (IGNORE_INDEX, shift_labels re-exported)
 from torchtune_lite.training.gradients import clip_grad_norm_, scale_grads
 from torchtune_lite.training.memory import get_memory_stats
-from torchtune_lite.training.progress_bars import progress_bar
+from torchtune_lite.progress_bars import progress_bar
 
 Forward = Callable[[torch.nn.Module, dict, torch.device], tuple[torch.Tensor, torch.Tensor]]
 

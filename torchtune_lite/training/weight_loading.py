@@ -18,11 +18,11 @@ from torch.distributed.tensor import DTensor
 
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.modules.peft import LoRALinear
-from torchtune_lite.quantization.nf4_cache import iter_nf4_cache, save_nf4_cache
+from torchtune_lite.checkpointing.nf4_cache import iter_nf4_cache, save_nf4_cache
 from torchtune_lite.quantization.nf4_layout import nf4_fields, nf4_from_fields, nf4_layout
-from torchtune_lite.training.checkpointing._errors import CheckpointFormatError
+from torchtune_lite.checkpointing._errors import CheckpointFormatError
 from torchtune_lite.training.distributed import materialize_buffers, shard_full_tensor
-from torchtune_lite.training.progress_bars import progress_bar
+from torchtune_lite.progress_bars import progress_bar
 
 log = logging.getLogger("torchtune_lite")
 
@@ -50,6 +50,8 @@ def load_weights_streaming(
                        unit="weights", unit_scale=True, enabled=None if to_load else False)
     with bar:
         for key, value in tensors:
+            if key in loaded:
+                raise CheckpointFormatError(f"checkpoint {source} holds {key!r} twice (in two shards?): list each shard once")
             if key in aliases:
                 _check_one(key, value, expected, source)
             else:
@@ -61,7 +63,7 @@ def load_weights_streaming(
         _retie(model, alias, canonical)
     missing = sorted(k for k in expected if k not in loaded and not may_be_missing(k))
     if missing:
-        raise ValueError(
+        raise CheckpointFormatError(
             f"checkpoint {source} lacks {len(missing)} weight(s) of the model, e.g. {missing[:3]}: "
             "check checkpointer.checkpoint_files lists every shard"
         )
@@ -130,12 +132,12 @@ def _load_one(model: nn.Module, key: str, value: torch.Tensor, expected: dict, s
 
 def _check_one(key: str, value: torch.Tensor, expected: dict, source: str) -> None:
     if key not in expected:
-        raise ValueError(
+        raise CheckpointFormatError(
             f"checkpoint {source} has {key!r}, which the model does not: check that checkpointer points at "
             "weights of the same architecture as the model component"
         )
     if tuple(value.shape) != tuple(expected[key]):
-        raise ValueError(
+        raise CheckpointFormatError(
             f"checkpoint {source}: {key} has shape {list(value.shape)} but the model expects "
             f"{list(expected[key])}: the model's config does not match these weights"
         )

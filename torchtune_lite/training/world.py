@@ -25,7 +25,7 @@ from torchtune_lite.training.distributed import (
     set_collective_timeout,
     shard_model,
 )
-from torchtune_lite.training.progress_bars import write_above_bar
+from torchtune_lite.progress_bars import write_above_bar
 from torchtune_lite.training.weight_loading import allocate_empty
 
 

@@ -20,7 +20,7 @@ from torchtune_lite.models._hf_config import (
     decoder_args_from_hf_config,
 )
 from torchtune_lite.modules.peft import LoRALinear, get_adapter_params, set_trainable_params
-from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
+from torchtune_lite.checkpointing import FullModelHFCheckpointer
 
 from tests.torchtune_lite.models.hf_families import FAMILIES, VOCAB, hf_logits, save_tiny_hf, tiny_hf_model
 
@@ -41,7 +41,7 @@ def tokens() -> torch.Tensor:
 def _ours(src, out, **kwargs):
     ckpt = FullModelHFCheckpointer(src, None, "LLAMA3", out)
     model = from_pretrained_config(src, **kwargs).eval()
-    missing, unexpected = model.load_state_dict(ckpt.load_checkpoint()["model"], strict=False)
+    missing, unexpected = model.load_state_dict(dict(ckpt.iter_model()), strict=False)
     assert not unexpected and all("lora" in k for k in missing)
     return model, ckpt
 

@@ -11,7 +11,7 @@ import torch
 
 from torchtune_lite.models._decoder import build_decoder
 from torchtune_lite.models._hf_config import UnsupportedModelConfigError, decoder_args_from_hf_config, read_hf_config
-from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
+from torchtune_lite.checkpointing import FullModelHFCheckpointer
 
 from tests.torchtune_lite.models.hf_families import VOCAB, hf_logits, save_tiny_hf
 
@@ -19,7 +19,7 @@ from tests.torchtune_lite.models.hf_families import VOCAB, hf_logits, save_tiny_
 def _build(src, out, **changes) -> torch.nn.Module:
     args = dataclasses.replace(decoder_args_from_hf_config(read_hf_config(src)), **changes)
     model = build_decoder(args).eval()
-    model.load_state_dict(FullModelHFCheckpointer(src, None, "GEMMA2", out).load_checkpoint()["model"])
+    model.load_state_dict(dict(FullModelHFCheckpointer(src, None, "GEMMA2", out).iter_model()))
     return model
 
 

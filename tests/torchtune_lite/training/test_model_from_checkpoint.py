@@ -9,9 +9,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from tests.torchtune_lite.training.checkpointing import conftest as hf_checkpoints
+from tests.torchtune_lite.checkpointing import conftest as hf_checkpoints
 from torchtune_lite.modules.peft import get_adapter_state_dict
-from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
+from torchtune_lite.checkpointing import FullModelHFCheckpointer
 from torchtune_lite.training.model_from_checkpoint import build_model_from_checkpoint
 
 CPU = torch.device("cpu")
@@ -76,7 +76,7 @@ def test_a_saved_adapter_loads_into_a_lora_model_or_merges_into_a_plain_one_alik
         {"adapter": get_adapter_state_dict(trained.state_dict()), "adapter_config": {"lora_alpha": 8.0}}, epoch=0
     )
     checkpointer = FullModelHFCheckpointer(base_dir, output_dir=tmp_path / "o2", adapter_checkpoint=saved / "adapter")
-    adapter = checkpointer.load_checkpoint(include_model=False)["adapter"]
+    adapter = checkpointer.load_checkpoint()["adapter"]
     expected = _logits(trained, tokens)
 
     in_lora = build_model_from_checkpoint(lora_cfg, checkpointer, device=CPU, dtype=torch.float32, adapter=adapter)

@@ -12,7 +12,7 @@ import torch
 
 from torchtune_lite.models import from_pretrained_config
 from torchtune_lite.modules.peft import adapters_disabled
-from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
+from torchtune_lite.checkpointing import FullModelHFCheckpointer
 from torchtune_lite.training.completion_logps import completion_logps
 from torchtune_lite.training.loss import IGNORE_INDEX, ChunkedCrossEntropyLoss
 from torchtune_lite.training.preference_loss import PreferenceLoss
@@ -44,7 +44,7 @@ def adapted(tmp_path_factory):
     model = from_pretrained_config(BASE, lora_attn_modules=["q_proj", "v_proj"], lora_rank=RANK, lora_alpha=ALPHA).float()
     g = torch.Generator().manual_seed(1)
     adapter = {k: 0.05 * torch.randn(v.shape, generator=g) for k, v in model.state_dict().items() if ".lora_" in k}
-    base = {k: v.float() for k, v in ckpt.load_checkpoint()["model"].items()}
+    base = {k: v.float() for k, v in ckpt.iter_model()}
     model.load_state_dict({**base, **adapter})
     adapter_dir = ckpt.save_checkpoint({"adapter": adapter, "adapter_config": {"lora_alpha": ALPHA}}, epoch=0) / "adapter"
     return model.eval(), adapter_dir

@@ -19,7 +19,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator, Optional
 
-from torchtune_lite.training.checkpointing._errors import CheckpointWriteError
+from torchtune_lite.checkpointing._errors import CheckpointWriteError
 
 
 def fsync_dir(path: Path) -> None:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import transformers
 
-from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
+from torchtune_lite.checkpointing import FullModelHFCheckpointer
 
 RANK, ALPHA = 4, 8.0
 
@@ -31,7 +31,7 @@ def test_peft_loads_our_adapter_like_the_merged_model(hf_tools, tmp_path, num_kv
     base = t.tiny_hf_model(num_kv_heads)
     src = t.save_hf(base, tmp_path / "hf")
     ckpt = FullModelHFCheckpointer(src, None, "LLAMA2", tmp_path / "out")
-    loaded = ckpt.load_checkpoint()
+    loaded = dict(ckpt.iter_model())
     adapter = _random_adapter(num_kv_heads, t.HEADS, t.DIM, t.LAYERS)
     config = {"lora_alpha": ALPHA, "target_modules": ["q_proj", "k_proj", "v_proj"]}
 
@@ -44,7 +44,7 @@ def test_peft_loads_our_adapter_like_the_merged_model(hf_tools, tmp_path, num_kv
     assert not torch.allclose(peft_logits, t.hf_logits(base, tokens), atol=1e-3)  # the adapter matters
 
     # LoRA keys inside "model" are merged (W + alpha/r * B @ A) into the full-model files.
-    merged_dir = ckpt.save_checkpoint({"model": {**loaded["model"], **adapter}, "adapter_config": config}, epoch=1)
+    merged_dir = ckpt.save_checkpoint({"model": {**loaded, **adapter}, "adapter_config": config}, epoch=1)
     merged = transformers.LlamaForCausalLM.from_pretrained(merged_dir, attn_implementation="eager").eval()
     assert not any("lora" in name for name, _ in merged.named_parameters())  # the adapter sits apart
     torch.testing.assert_close(t.hf_logits(merged, tokens), peft_logits, atol=1e-5, rtol=1e-5)
@@ -68,7 +68,7 @@ def test_peft_logits_match_our_lora_model(hf_tools, tmp_path, num_kv_heads, toke
                         num_kv_heads=num_kv_heads, embed_dim=t.DIM, max_seq_len=64, intermediate_dim=t.HIDDEN,
                         norm_eps=1e-6, lora_rank=RANK, lora_alpha=ALPHA).eval()
     adapter = _random_adapter(num_kv_heads, t.HEADS, t.DIM, t.LAYERS)
-    model.load_state_dict({**ckpt.load_checkpoint()["model"], **adapter})
+    model.load_state_dict({**dict(ckpt.iter_model()), **adapter})
     out = ckpt.save_checkpoint({"adapter": adapter, "adapter_config": {"lora_alpha": ALPHA}}, epoch=0) / "adapter"
     with_adapter = peft.PeftModel.from_pretrained(t.tiny_hf_model(num_kv_heads), out).eval()
     with torch.no_grad():

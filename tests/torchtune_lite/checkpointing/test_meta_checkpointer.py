@@ -1,11 +1,14 @@
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
 import torch
 
-from torchtune_lite.training.checkpointing import CheckpointFormatError, FullModelHFCheckpointer, FullModelMetaCheckpointer
+from torchtune_lite.checkpointing import CheckpointFormatError, FullModelHFCheckpointer, FullModelMetaCheckpointer
+from torchtune_lite.models.llama2 import llama2
+from torchtune_lite.training.model_from_checkpoint import build_model_from_checkpoint
 
 
 def _meta_state_dict(hf_model, heads: int, kv_heads: int) -> dict[str, torch.Tensor]:
@@ -44,8 +47,8 @@ def test_meta_load_equals_hf_load_and_round_trips(hf_tools, tmp_path, num_kv_hea
     meta_sd = _meta_state_dict(hf, t.HEADS, num_kv_heads)
     src = _write_meta(tmp_path / "meta", meta_sd, t, num_kv_heads)
     ckpt = FullModelMetaCheckpointer(src, ["consolidated.00.pth"], "LLAMA2", tmp_path / "out")
-    ours = ckpt.load_checkpoint()["model"]
-    via_hf = FullModelHFCheckpointer(t.save_hf(hf, tmp_path / "hf"), None, "LLAMA2", tmp_path / "o").load_checkpoint()["model"]
+    ours = dict(ckpt.iter_model())
+    via_hf = dict(FullModelHFCheckpointer(t.save_hf(hf, tmp_path / "hf"), None, "LLAMA2", tmp_path / "o").iter_model())
     assert set(ours) == set(via_hf) and all(torch.equal(ours[k], via_hf[k]) for k in ours)
 
     out = ckpt.save_checkpoint({"model": ours}, epoch=0)
@@ -59,8 +62,12 @@ def test_meta_params_mismatch_is_reported(hf_tools, tmp_path):
     t = hf_tools
     sd = _meta_state_dict(t.tiny_hf_model(), t.HEADS, t.HEADS)
     src = _write_meta(tmp_path / "meta", sd, t, t.HEADS, layers=3)
+    # the model params.json describes (3 layers) gets its weights the way every run loads them
+    three_layers = functools.partial(llama2, vocab_size=t.VOCAB, num_layers=3, num_heads=t.HEADS, num_kv_heads=t.HEADS,
+                                     embed_dim=t.DIM, max_seq_len=64, intermediate_dim=t.HIDDEN)
     with pytest.raises(CheckpointFormatError, match="lacks"):
-        FullModelMetaCheckpointer(src, None, "LLAMA2", tmp_path / "out").load_checkpoint()
+        build_model_from_checkpoint(three_layers, FullModelMetaCheckpointer(src, None, "LLAMA2", tmp_path / "out"),
+                                    device=torch.device("cpu"), dtype=torch.float32)
 
 
 def test_meta_adapter_round_trip(hf_tools, tmp_path):

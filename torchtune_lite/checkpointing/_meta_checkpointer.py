@@ -12,10 +12,10 @@ from typing import Any, Iterator, Optional, Union
 
 import torch
 
-from torchtune_lite.training.checkpointing._base import ADAPTER_WEIGHTS_FILE, CheckpointerBase, to_cpu_plain
-from torchtune_lite.training.checkpointing._convert_weights import META_KEYS, ModelShape
-from torchtune_lite.training.checkpointing._errors import CheckpointFormatError, CheckpointNotFoundError
-from torchtune_lite.training.checkpointing._safetensors_io import (
+from torchtune_lite.checkpointing._base import ADAPTER_WEIGHTS_FILE, CheckpointerBase, to_cpu_plain
+from torchtune_lite.checkpointing._convert_weights import META_KEYS, ModelShape
+from torchtune_lite.checkpointing._errors import CheckpointFormatError, CheckpointNotFoundError
+from torchtune_lite.checkpointing._safetensors_io import (
     TensorToWrite,
     load_torch_file,
     write_safetensors,
@@ -58,11 +58,6 @@ class FullModelMetaCheckpointer(CheckpointerBase):
                 self.shape = ModelShape.from_meta_params(json.loads(params.read_text()))
             except (json.JSONDecodeError, KeyError) as err:
                 raise CheckpointFormatError(f"{params} is not Llama params ({err!r}): use the params.json that came with the weights") from err
-
-    def load_model(self) -> dict[str, torch.Tensor]:
-        state = dict(self.iter_model())
-        self.check_state_dict(state, str(self.file))
-        return state
 
     def weight_files(self) -> list[Path]:
         return [self.file]

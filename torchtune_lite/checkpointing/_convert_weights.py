@@ -16,7 +16,7 @@ from typing import Optional
 import torch
 
 from torchtune_lite.modules.peft.lora import split_adapter_key
-from torchtune_lite.training.checkpointing._errors import CheckpointFormatError
+from torchtune_lite.checkpointing._errors import CheckpointFormatError
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import io
 import pytest
 import torch
 
-from torchtune_lite.training.checkpointing import (
+from torchtune_lite.checkpointing import (
     RECIPE_STATE_FILE,
     CheckpointFormatError,
     CheckpointWriteError,
@@ -35,7 +35,7 @@ def test_resume_reads_checkpoint_written_last_with_its_files(hf_tools, tmp_path)
     src = hf_tools.save_hf(hf_tools.tiny_hf_model(), tmp_path / "hf")
     out_dir = tmp_path / "out"
     ckpt = FullModelHFCheckpointer(src, None, "LLAMA2", out_dir)
-    model = ckpt.load_checkpoint()["model"]
+    model = dict(ckpt.iter_model())
     adapter = {"layers.0.attn.v_proj.lora_a.weight": torch.randn(2, hf_tools.DIM),
                "layers.0.attn.v_proj.lora_b.weight": torch.zeros(hf_tools.DIM, 2)}
     path = ckpt.save_checkpoint({"model": model, "adapter": adapter, "adapter_config": {"lora_alpha": 2},
@@ -47,10 +47,11 @@ def test_resume_reads_checkpoint_written_last_with_its_files(hf_tools, tmp_path)
     assert max((path / f).stat().st_mtime_ns for f in files) <= (path / RECIPE_STATE_FILE).stat().st_mtime_ns
 
     # the way FinetuneRecipe resumes: the checkpoint folder itself becomes checkpoint_dir
-    resumed = FullModelHFCheckpointer(path, None, "LLAMA2", out_dir, adapter_checkpoint=path,
-                                      recipe_checkpoint=path / RECIPE_STATE_FILE).load_checkpoint()
+    resumer = FullModelHFCheckpointer(path, None, "LLAMA2", out_dir, adapter_checkpoint=path,
+                                      recipe_checkpoint=path / RECIPE_STATE_FILE)
+    resumed, resumed_model = resumer.load_checkpoint(), dict(resumer.iter_model())
     assert resumed["recipe_state"]["step"] == 5
-    assert all(torch.equal(resumed["model"][k], model[k]) for k in model)
+    assert all(torch.equal(resumed_model[k], model[k]) for k in model)
     assert all(torch.equal(resumed["adapter"][k], adapter[k]) for k in adapter)
 
     (path / written[0]).unlink()

@@ -23,8 +23,8 @@ from typing import Any, Callable, Iterator, Optional
 
 import torch
 
-from torchtune_lite.training.checkpointing._atomic import atomic_write, atomic_write_bytes
-from torchtune_lite.training.checkpointing._errors import CheckpointFormatError, UnsafeCheckpointError
+from torchtune_lite.checkpointing._atomic import atomic_write, atomic_write_bytes
+from torchtune_lite.checkpointing._errors import CheckpointFormatError, UnsafeCheckpointError
 
 DEFAULT_MAX_SHARD_BYTES = 5 * 1024**3
 

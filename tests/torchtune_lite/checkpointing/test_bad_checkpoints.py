@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 
@@ -9,13 +10,15 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from torchtune_lite.training.checkpointing import (
+from torchtune_lite.checkpointing import (
     CheckpointFormatError,
     CheckpointNotFoundError,
     FullModelHFCheckpointer,
     UnsafeCheckpointError,
     load_recipe_state,
 )
+from torchtune_lite.models import from_pretrained_config
+from torchtune_lite.training.model_from_checkpoint import build_model_from_checkpoint
 
 
 class _RunsCode:
@@ -49,7 +52,7 @@ def test_truncated_safetensors(hf_tools, tmp_path):
     path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     ckpt = FullModelHFCheckpointer(src, None, "LLAMA2", tmp_path / "out")
     with pytest.raises(CheckpointFormatError, match="model.safetensors.*truncated or corrupt"):
-        ckpt.load_checkpoint()
+        dict(ckpt.iter_model())
 
 
 def test_pickle_that_runs_code_is_refused(hf_tools, tmp_path):
@@ -59,7 +62,7 @@ def test_pickle_that_runs_code_is_refused(hf_tools, tmp_path):
     sd["model.norm.weight"] = _RunsCode(marker)
     torch.save(sd, src / "pytorch_model.bin")
     with pytest.raises(UnsafeCheckpointError, match="pytorch_model.bin.*refused"):
-        FullModelHFCheckpointer(src, None, "LLAMA2", tmp_path / "out").load_checkpoint()
+        dict(FullModelHFCheckpointer(src, None, "LLAMA2", tmp_path / "out").iter_model())
     torch.save({"optimizer": _RunsCode(marker)}, tmp_path / "recipe_state.pt")
     with pytest.raises(UnsafeCheckpointError, match="refused"):
         load_recipe_state(tmp_path / "recipe_state.pt")
@@ -72,7 +75,7 @@ def test_unknown_key(hf_tools, tmp_path):
     sd["model.layers.0.self_attn.gate.weight"] = torch.zeros(2)
     save_file(sd, src / "model.safetensors", metadata={"format": "pt"})
     with pytest.raises(CheckpointFormatError, match="unexpected key 'model.layers.0.self_attn.gate.weight'"):
-        FullModelHFCheckpointer(src, None, "LLAMA2", tmp_path / "out").load_checkpoint()
+        dict(FullModelHFCheckpointer(src, None, "LLAMA2", tmp_path / "out").iter_model())
 
 
 def test_shape_that_does_not_fit_config(hf_tools, tmp_path):
@@ -80,8 +83,10 @@ def test_shape_that_does_not_fit_config(hf_tools, tmp_path):
     config = json.loads((src / "config.json").read_text())
     config["intermediate_size"] = 40
     (src / "config.json").write_text(json.dumps(config))
-    with pytest.raises(CheckpointFormatError, match=r"layers.0.mlp.w1.weight has shape \[48, 32\].*\[40, 32\]"):
-        FullModelHFCheckpointer(src, None, "LLAMA2", tmp_path / "out").load_checkpoint()
+    with pytest.raises(CheckpointFormatError, match=r"layers.0.mlp.w2.weight has shape \[32, 48\].*expects \[32, 40\]"):
+        build_model_from_checkpoint(functools.partial(from_pretrained_config, src),
+                                    FullModelHFCheckpointer(src, None, "LLAMA2", tmp_path / "out"),
+                                    device=torch.device("cpu"), dtype=torch.float32)
 
 
 def test_missing_config(hf_tools, tmp_path):
@@ -89,3 +94,12 @@ def test_missing_config(hf_tools, tmp_path):
     (src / "config.json").unlink()
     with pytest.raises(CheckpointNotFoundError, match="config.json not found"):
         FullModelHFCheckpointer(src, None, "LLAMA2", tmp_path / "out")
+
+
+def test_a_weight_in_two_shards_is_refused(hf_tools, tmp_path):
+    src = hf_tools.save_hf(hf_tools.tiny_hf_model(), tmp_path / "hf")
+    (src / "copy.safetensors").write_bytes((src / "model.safetensors").read_bytes())
+    checkpointer = FullModelHFCheckpointer(src, ["model.safetensors", "copy.safetensors"], "LLAMA2", tmp_path / "out")
+    with pytest.raises(CheckpointFormatError, match=r"hf holds '[a-z_.]+weight' twice.*list each shard once"):
+        build_model_from_checkpoint(functools.partial(from_pretrained_config, src), checkpointer,
+                                    device=torch.device("cpu"), dtype=torch.float32)

@@ -7,9 +7,9 @@ import errno
 import pytest
 import torch
 
-from torchtune_lite.training.checkpointing import CheckpointWriteError, FullModelHFCheckpointer
-from torchtune_lite.training.checkpointing import _safetensors_io
-from torchtune_lite.training.checkpointing._atomic import atomic_write_bytes
+from torchtune_lite.checkpointing import CheckpointWriteError, FullModelHFCheckpointer
+from torchtune_lite.checkpointing import _safetensors_io
+from torchtune_lite.checkpointing._atomic import atomic_write_bytes
 
 
 def _snapshot(folder):
@@ -21,7 +21,7 @@ def test_disk_full_mid_save_keeps_previous_checkpoint(hf_tools, tmp_path, monkey
     src = hf_tools.save_hf(hf_tools.tiny_hf_model(), tmp_path / "hf")
     out_dir = tmp_path / "out"
     ckpt = FullModelHFCheckpointer(src, None, "LLAMA2", out_dir, max_shard_size=20_000)
-    state = ckpt.load_checkpoint()
+    state = {"model": dict(ckpt.iter_model())}
     first = ckpt.save_checkpoint({**state, "recipe_state": {"step": torch.tensor(1)}}, epoch=0)
     before = _snapshot(first)
     assert len([n for n in before if n.name.startswith("model-")]) > 1

@@ -13,17 +13,17 @@ from typing import Any, Iterator, Optional, Union
 
 import torch
 
-from torchtune_lite.training.checkpointing._atomic import atomic_write_bytes
-from torchtune_lite.training.checkpointing._base import ADAPTER_WEIGHTS_FILE, CheckpointerBase, to_cpu_plain
-from torchtune_lite.training.checkpointing._convert_weights import (
+from torchtune_lite.checkpointing._atomic import atomic_write_bytes
+from torchtune_lite.checkpointing._base import ADAPTER_WEIGHTS_FILE, CheckpointerBase, to_cpu_plain
+from torchtune_lite.checkpointing._convert_weights import (
     ModelShape,
     hf_to_interleaved,
     interleaved_to_hf,
     lora_key_to_hf,
     rotary_heads,
 )
-from torchtune_lite.training.checkpointing._errors import CheckpointFormatError, CheckpointNotFoundError
-from torchtune_lite.training.checkpointing._safetensors_io import (
+from torchtune_lite.checkpointing._errors import CheckpointFormatError, CheckpointNotFoundError
+from torchtune_lite.checkpointing._safetensors_io import (
     DEFAULT_MAX_SHARD_BYTES,
     TensorToWrite,
     iter_safetensors,
@@ -122,16 +122,6 @@ class FullModelHFCheckpointer(CheckpointerBase):
         )
 
     # ------------------------------------------------------------------ loading
-    def load_model(self) -> dict[str, torch.Tensor]:
-        """Our-key state dict, in the checkpoint's dtype, one tensor read at a time."""
-        state: dict[str, torch.Tensor] = {}
-        for key, value in self.iter_model():
-            if key in state:
-                raise CheckpointFormatError(f"{key} appears in two checkpoint files of {self.checkpoint_dir}: list each shard once")
-            state[key] = value
-        self.check_state_dict(state, str(self.checkpoint_dir))
-        return state
-
     def weight_files(self) -> list[Path]:
         return list(self.files)
 

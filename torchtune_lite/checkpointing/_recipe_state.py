@@ -12,8 +12,8 @@ from typing import Any
 
 import torch
 
-from torchtune_lite.training.checkpointing._atomic import atomic_write
-from torchtune_lite.training.checkpointing._errors import (
+from torchtune_lite.checkpointing._atomic import atomic_write
+from torchtune_lite.checkpointing._errors import (
     CheckpointFormatError,
     CheckpointNotFoundError,
     UnsafeCheckpointError,

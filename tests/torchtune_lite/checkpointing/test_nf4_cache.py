@@ -9,7 +9,7 @@ import torch
 
 from torchtune_lite._torchao import NF4Tensor
 from torchtune_lite.models.llama2 import qlora_llama2
-from torchtune_lite.quantization.nf4_cache import CACHE_FORMAT, nf4_cache_path
+from torchtune_lite.checkpointing.nf4_cache import CACHE_FORMAT, nf4_cache_path
 from torchtune_lite.training.precision import set_default_dtype
 from torchtune_lite.training.weight_loading import load_weights_streaming, load_weights_with_nf4_cache
 

@@ -8,7 +8,7 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from torchtune_lite.training.checkpointing._safetensors_io import TensorToWrite, write_safetensors, write_sharded
+from torchtune_lite.checkpointing._safetensors_io import TensorToWrite, write_safetensors, write_sharded
 
 
 def _mixed_tensors() -> dict[str, torch.Tensor]:
@@ -107,7 +107,7 @@ def test_sharded_files_read_back_with_their_index(tmp_path):
 
 
 def test_reader_reads_what_the_safetensors_library_wrote(tmp_path):
-    from torchtune_lite.training.checkpointing._safetensors_io import SafetensorsReader, iter_safetensors
+    from torchtune_lite.checkpointing._safetensors_io import SafetensorsReader, iter_safetensors
 
     tensors = _mixed_tensors()
     save_file(tensors, str(tmp_path / "m.safetensors"), metadata={"format": "pt", "note": "x"})
@@ -121,8 +121,8 @@ def test_reader_reads_what_the_safetensors_library_wrote(tmp_path):
 
 @pytest.mark.parametrize("cut", [4, 40, -1], ids=["in-length", "in-header", "in-data"])
 def test_reader_refuses_a_truncated_file(tmp_path, cut):
-    from torchtune_lite.training.checkpointing import CheckpointFormatError
-    from torchtune_lite.training.checkpointing._safetensors_io import iter_safetensors
+    from torchtune_lite.checkpointing import CheckpointFormatError
+    from torchtune_lite.checkpointing._safetensors_io import iter_safetensors
 
     path = tmp_path / "m.safetensors"
     save_file(_mixed_tensors(), str(path))

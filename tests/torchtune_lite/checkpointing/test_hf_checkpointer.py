@@ -7,8 +7,8 @@ import torch
 import transformers
 
 from torchtune_lite._torchao import to_nf4
-from torchtune_lite.training.checkpointing import FullModelHFCheckpointer
-from torchtune_lite.training.checkpointing._convert_weights import hf_to_interleaved, interleaved_to_hf
+from torchtune_lite.checkpointing import FullModelHFCheckpointer
+from torchtune_lite.checkpointing._convert_weights import hf_to_interleaved, interleaved_to_hf
 
 
 
@@ -38,7 +38,7 @@ def test_load_matches_hf_logits(hf_tools, tmp_path, num_kv_heads, tokens, varian
     expected_file = {"single": "model.safetensors", "sharded": "model.safetensors.index.json", "bin": "pytorch_model.bin"}
     assert (src / expected_file[variant]).is_file()
     ckpt = FullModelHFCheckpointer(src, None, "LLAMA2", tmp_path / "out")
-    sd = ckpt.load_checkpoint()["model"]
+    sd = dict(ckpt.iter_model())
     assert set(sd) == set(ckpt.shape.expected_shapes())
     assert torch.equal(sd["layers.1.mlp.w2.weight"], hf.model.layers[1].mlp.down_proj.weight)
     model = _our_model(hf_tools, num_kv_heads)
@@ -52,7 +52,7 @@ def test_save_loads_in_transformers_and_round_trips_bitwise(hf_tools, tmp_path, 
     hf = hf_tools.tiny_hf_model(num_kv_heads)
     src = hf_tools.save_hf(hf, tmp_path / "hf")
     ckpt = FullModelHFCheckpointer(src, ["model.safetensors"], "LLAMA2", tmp_path / "out", max_shard_size=20_000)
-    sd = ckpt.load_checkpoint()["model"]
+    sd = dict(ckpt.iter_model())
     out = ckpt.save_checkpoint({"model": sd}, epoch=0)
     assert out == tmp_path / "out" / "epoch_0"
     shards = sorted(p.name for p in out.glob("model-*.safetensors"))
@@ -60,7 +60,7 @@ def test_save_loads_in_transformers_and_round_trips_bitwise(hf_tools, tmp_path, 
     assert (out / "config.json").is_file() and (out / "model.safetensors.index.json").is_file()
     reloaded_hf = transformers.LlamaForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
     torch.testing.assert_close(hf_tools.hf_logits(reloaded_hf, tokens), hf_tools.hf_logits(hf, tokens), atol=0, rtol=0)
-    again = FullModelHFCheckpointer(out, None, "LLAMA2", tmp_path / "out2").load_checkpoint()["model"]
+    again = dict(FullModelHFCheckpointer(out, None, "LLAMA2", tmp_path / "out2").iter_model())
     assert set(again) == set(sd) and all(torch.equal(again[k], sd[k]) for k in sd)
 
 
@@ -69,7 +69,7 @@ def test_filename_format_dict_and_bf16_kept(hf_tools, tmp_path):
     src = hf_tools.save_hf(hf, tmp_path / "hf", max_shard_size="20KB")
     n = len(list(src.glob("model-*.safetensors")))
     files = {"filename_format": "model-{}-of-{}.safetensors", "max_filename": f"{n:05d}"}
-    sd = FullModelHFCheckpointer(src, files, "LLAMA2", tmp_path / "out").load_checkpoint()["model"]
+    sd = dict(FullModelHFCheckpointer(src, files, "LLAMA2", tmp_path / "out").iter_model())
     assert sd["tok_embeddings.weight"].dtype == torch.bfloat16
     assert torch.equal(sd["norm.scale"], hf.model.norm.weight)
 
@@ -78,7 +78,7 @@ def test_tied_embeddings_load_and_save(hf_tools, tmp_path, tokens):
     hf = hf_tools.tiny_hf_model(tie=True)
     src = hf_tools.save_hf(hf, tmp_path / "hf")
     ckpt = FullModelHFCheckpointer(src, None, "LLAMA2", tmp_path / "out")
-    sd = ckpt.load_checkpoint()["model"]
+    sd = dict(ckpt.iter_model())
     assert torch.equal(sd["output.weight"], sd["tok_embeddings.weight"])
     out = ckpt.save_checkpoint({"model": sd}, epoch=1)
     index = json.loads((out / "model.safetensors.index.json").read_text())
@@ -91,12 +91,12 @@ def test_nf4_values_are_dequantized_on_save(hf_tools, tmp_path):
     hf = hf_tools.tiny_hf_model()
     src = hf_tools.save_hf(hf, tmp_path / "hf")
     ckpt = FullModelHFCheckpointer(src, None, "LLAMA2", tmp_path / "out")
-    sd = ckpt.load_checkpoint()["model"]
+    sd = dict(ckpt.iter_model())
     key = "layers.0.mlp.w1.weight"  # [48, 32]: 1536 elements = 24 blocks of 64, 6 scaler blocks of 4
     sd[key] = to_nf4(sd[key].to(torch.bfloat16), 64, 4)
     expected = sd[key].get_original_weight()
     out = ckpt.save_checkpoint({"model": sd}, epoch=0)
-    again = FullModelHFCheckpointer(out, None, "LLAMA2", tmp_path / "o2").load_checkpoint()["model"]
+    again = dict(FullModelHFCheckpointer(out, None, "LLAMA2", tmp_path / "o2").iter_model())
     assert again[key].dtype == torch.bfloat16 and torch.equal(again[key], expected)
 
 
@@ -104,7 +104,7 @@ def test_bin_output_when_safe_serialization_off(hf_tools, tmp_path, tokens):
     hf = hf_tools.tiny_hf_model()
     src = hf_tools.save_hf(hf, tmp_path / "hf")
     ckpt = FullModelHFCheckpointer(src, None, "LLAMA2", tmp_path / "out", safe_serialization=False)
-    out = ckpt.save_checkpoint(ckpt.load_checkpoint(), epoch=0)
+    out = ckpt.save_checkpoint({"model": dict(ckpt.iter_model())}, epoch=0)
     assert (out / "pytorch_model.bin.index.json").is_file()
     reloaded = transformers.LlamaForCausalLM.from_pretrained(out, attn_implementation="eager").eval()
     torch.testing.assert_close(hf_tools.hf_logits(reloaded, tokens), hf_tools.hf_logits(hf, tokens), atol=0, rtol=0)

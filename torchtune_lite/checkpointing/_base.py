@@ -24,18 +24,18 @@ from torchtune_lite.modules.peft.lora import (
     peft_adapter_config,
 )
 from torchtune_lite.quantization import dequantize_nf4
-from torchtune_lite.training.checkpointing._atomic import atomic_copy, atomic_write_bytes, staged_dir
-from torchtune_lite.training.checkpointing._convert_weights import (
+from torchtune_lite.checkpointing._atomic import atomic_copy, atomic_write_bytes, staged_dir
+from torchtune_lite.checkpointing._convert_weights import (
     HF_MODULE_NAMES,
     ModelShape,
     hf_to_interleaved,
     lora_key_from_hf,
     rotary_heads,
 )
-from torchtune_lite.training.checkpointing._errors import CheckpointFormatError, CheckpointNotFoundError
-from torchtune_lite.training.checkpointing._recipe_state import RECIPE_STATE_FILE, load_recipe_state, save_recipe_state
-from torchtune_lite.training.checkpointing._safetensors_io import TensorToWrite, iter_safetensors, load_torch_file
-from torchtune_lite.training.progress_bars import track_writes
+from torchtune_lite.checkpointing._errors import CheckpointFormatError, CheckpointNotFoundError
+from torchtune_lite.checkpointing._recipe_state import RECIPE_STATE_FILE, load_recipe_state, save_recipe_state
+from torchtune_lite.checkpointing._safetensors_io import TensorToWrite, iter_safetensors, load_torch_file
+from torchtune_lite.progress_bars import track_writes
 
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
@@ -89,12 +89,12 @@ class CheckpointerBase:
         return path
 
     # ------------------------------------------------------------------ loading
-    def load_checkpoint(self, *, include_model: bool = True) -> dict[str, Any]:
-        """`{"model": our-key state dict, "adapter": LoRA weights (if adapter_checkpoint), "recipe_state": ...}`.
+    def load_checkpoint(self) -> dict[str, Any]:
+        """`{"adapter": LoRA weights (if adapter_checkpoint), "recipe_state": ... (if recipe_checkpoint)}`.
 
-        With `include_model=False` the model weights are left out, for callers that stream them with
-        `iter_model()` instead."""
-        checkpoint: dict[str, Any] = {"model": self.load_model()} if include_model else {}
+        The model weights are not in it: callers stream them with `iter_model()` into the built model
+        (`training/model_from_checkpoint.py`), which checks every key and shape against that model."""
+        checkpoint: dict[str, Any] = {}
         if self.adapter_checkpoint is not None:
             checkpoint["adapter"] = self.load_adapter(self.adapter_checkpoint)
         if self.recipe_checkpoint is not None:
@@ -102,9 +102,6 @@ class CheckpointerBase:
             self._check_recipe_state_files(state)
             checkpoint["recipe_state"] = state
         return checkpoint
-
-    def load_model(self) -> dict[str, torch.Tensor]:
-        raise NotImplementedError
 
     def iter_model(self) -> Iterator[tuple[str, torch.Tensor]]:
         raise NotImplementedError
@@ -238,29 +235,6 @@ class CheckpointerBase:
                 atomic_copy(src, stage / name)
                 copied.append(name)
         return copied
-
-    def check_state_dict(self, state: dict[str, torch.Tensor], source: str) -> None:
-        """Every key the config implies is present with the shape it implies."""
-        if self.shape is None:
-            return
-        expected = self.shape.expected_shapes()
-        missing = [k for k in expected if k not in state]
-        if missing:
-            raise CheckpointFormatError(
-                f"{source} lacks {len(missing)} weights the config needs ({missing[:3]}...): the checkpoint_files "
-                "list misses a shard, or config.json describes a bigger model than these weights"
-            )
-        for key, shape in expected.items():
-            got = tuple(state[key].shape)
-            if len(got) != len(shape) or any(e is not None and e != g for e, g in zip(shape, got)):
-                want = tuple("?" if e is None else e for e in shape)
-                raise CheckpointFormatError(
-                    f"{source}: {key} has shape {list(got)} but the config implies {list(want)}: use the config file "
-                    "that came with these weights"
-                )
-        extra = [k for k in state if k not in expected]
-        if extra:
-            raise CheckpointFormatError(f"{source}: keys {extra[:3]} are beyond the config's {self.shape.num_layers} layers: use the matching config")
 
 
 __all__ = ["CheckpointerBase", "to_cpu_plain", "ADAPTER_DIR", "ADAPTER_WEIGHTS_FILE", "ADAPTER_CONFIG_FILE"]
