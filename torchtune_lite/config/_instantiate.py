@@ -20,6 +20,21 @@ def _names_in(module: ModuleType) -> list[str]:
     return sorted(names)
 
 
+_PACKAGE = __name__.split(".")[0]
+
+
+def _home_elsewhere(name: str) -> str | None:
+    """`torchtune_lite.<package>.<name>` when one of the library's public packages exports `name` (a config
+    written before a class moved, e.g. the checkpointers out of `training`)."""
+    root = importlib.import_module(_PACKAGE)
+    for info in pkgutil.iter_modules(root.__path__):
+        if info.ispkg and not info.name.startswith("_"):
+            package = importlib.import_module(f"{_PACKAGE}.{info.name}")
+            if name in getattr(package, "__all__", ()):
+                return f"{_PACKAGE}.{info.name}.{name}"
+    return None
+
+
 def import_component(path: str, where: str = "_component_") -> Callable:
     """`torch.optim.AdamW` -> the class. Errors name the path and suggest a close name in its module.
 
@@ -47,7 +62,9 @@ def import_component(path: str, where: str = "_component_") -> Callable:
         if not hasattr(target, parts[i]):
             owner = ".".join(parts[:i])
             candidates = _names_in(target) if isinstance(target, ModuleType) else dir(target)
-            raise ConfigError(f"{where}: '{owner}' has no '{parts[i]}'{did_you_mean(parts[i], candidates)}")
+            hint = _home_elsewhere(parts[i]) if owner.split(".")[0] == _PACKAGE else None
+            hint = f" (moved): use '{hint}'" if hint else did_you_mean(parts[i], candidates)
+            raise ConfigError(f"{where}: '{owner}' has no '{parts[i]}'{hint}")
         target = getattr(target, parts[i])
     if not callable(target):
         raise ConfigError(f"{where}: '{path}' is not callable; name a function or class")

@@ -23,7 +23,7 @@ from tqdm import tqdm
 from torchtune_lite.training.data_loading import batches_per_epoch, epoch_batches
 from torchtune_lite.training.distributed import max_over_ranks
 from torchtune_lite.training.evaluation import evaluate_loss
-from torchtune_lite.training.loss import IGNORE_INDEX, forward_loss, shift_labels  # noqa: F401 (IGNORE_INDEX, shift_labels re-exported)
+from torchtune_lite.training.loss import forward_loss
 from torchtune_lite.training.gradients import clip_grad_norm_, scale_grads
 from torchtune_lite.training.memory import get_memory_stats
 from torchtune_lite.progress_bars import progress_bar

@@ -8,16 +8,13 @@ import pytest
 import torch
 
 from torchtune_lite._torchao import NF4Tensor
-from torchtune_lite.models.llama2 import qlora_llama2
 from torchtune_lite.checkpointing.nf4_cache import CACHE_FORMAT, nf4_cache_path
+from torchtune_lite.models.llama2 import qlora_llama2
+from torchtune_lite.modules.peft import is_adapter_key
 from torchtune_lite.training.precision import set_default_dtype
 from torchtune_lite.training.weight_loading import load_weights_streaming, load_weights_with_nf4_cache
 
 FIELDS = ("quantized_data", "quantized_scalers", "quantization_factor", "scaler_mean", "nf4")
-
-
-def is_lora(key: str) -> bool:
-    return "lora_" in key
 
 
 def tiny_qlora(dtype: torch.dtype, seed: int) -> torch.nn.Module:
@@ -34,7 +31,7 @@ def checkpoint_for(model: torch.nn.Module, dtype: torch.dtype) -> dict[str, torc
     return {
         k: (0.05 * torch.randn(p.shape, generator=g)).to(dtype)
         for k, p in model.named_parameters()
-        if not is_lora(k)
+        if not is_adapter_key(k)
     }
 
 
@@ -43,7 +40,7 @@ def assert_same_base(a: torch.nn.Module, b: torch.nn.Module) -> int:
     pa, pb = dict(a.named_parameters()), dict(b.named_parameters())
     n_nf4 = 0
     for key in pa:
-        if is_lora(key):
+        if is_adapter_key(key):
             continue
         x, y = pa[key].detach(), pb[key].detach()
         assert type(x) is type(y) and x.shape == y.shape and x.dtype == y.dtype, key
@@ -62,18 +59,18 @@ def assert_same_base(a: torch.nn.Module, b: torch.nn.Module) -> int:
 def test_cache_roundtrip_is_bit_identical_to_fresh_quantization(tmp_path, dtype):
     fresh = tiny_qlora(dtype, seed=0)
     ckpt = checkpoint_for(fresh, dtype)
-    load_weights_streaming(fresh, ckpt.items(), source="ckpt", may_be_missing=is_lora)
+    load_weights_streaming(fresh, ckpt.items(), source="ckpt", may_be_missing=is_adapter_key)
 
     cache = tmp_path / "cache" / "nf4-test.safetensors"
     miss = tiny_qlora(dtype, seed=1)
-    assert not load_weights_with_nf4_cache(miss, lambda: iter(ckpt.items()), cache, source="ckpt", may_be_missing=is_lora)
+    assert not load_weights_with_nf4_cache(miss, lambda: iter(ckpt.items()), cache, source="ckpt", may_be_missing=is_adapter_key)
     assert cache.is_file()
 
     def no_checkpoint():
         raise AssertionError("a cache hit must not read the checkpoint")
 
     hit = tiny_qlora(dtype, seed=2)
-    assert load_weights_with_nf4_cache(hit, no_checkpoint, cache, source="ckpt", may_be_missing=is_lora)
+    assert load_weights_with_nf4_cache(hit, no_checkpoint, cache, source="ckpt", may_be_missing=is_adapter_key)
     assert assert_same_base(miss, fresh) == assert_same_base(hit, fresh) == 2 * 6  # q, v, output_proj, w1, w2, w3 in each layer
     x = torch.randint(0, 128, (2, 8))
     with torch.no_grad():
@@ -82,7 +79,7 @@ def test_cache_roundtrip_is_bit_identical_to_fresh_quantization(tmp_path, dtype)
 
 def tiny_qlora_logits(fresh: torch.nn.Module, hit: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """`fresh`'s logits with `hit`'s adapters (the adapters are not part of the cache)."""
-    fresh.load_state_dict({k: v for k, v in hit.state_dict().items() if is_lora(k)}, strict=False)
+    fresh.load_state_dict({k: v for k, v in hit.state_dict().items() if is_adapter_key(k)}, strict=False)
     return fresh(x)
 
 
@@ -104,15 +101,15 @@ def test_unusable_cache_is_rebuilt_from_the_checkpoint(tmp_path, damage):
 
     fresh = tiny_qlora(torch.bfloat16, seed=0)
     ckpt = checkpoint_for(fresh, torch.bfloat16)
-    load_weights_streaming(fresh, ckpt.items(), source="ckpt", may_be_missing=is_lora)
+    load_weights_streaming(fresh, ckpt.items(), source="ckpt", may_be_missing=is_adapter_key)
     cache = tmp_path / "nf4-x.safetensors"
     if damage == "truncated":
-        load_weights_with_nf4_cache(tiny_qlora(torch.bfloat16, 1), lambda: iter(ckpt.items()), cache, source="ckpt", may_be_missing=is_lora)
+        load_weights_with_nf4_cache(tiny_qlora(torch.bfloat16, 1), lambda: iter(ckpt.items()), cache, source="ckpt", may_be_missing=is_adapter_key)
         cache.write_bytes(cache.read_bytes()[:1000])
     else:  # a safetensors file, but not one of ours
         save_file({"w": torch.zeros(2)}, str(cache), metadata={"format": "pt"})
     model = tiny_qlora(torch.bfloat16, seed=2)
-    assert not load_weights_with_nf4_cache(model, lambda: iter(ckpt.items()), cache, source="ckpt", may_be_missing=is_lora)
+    assert not load_weights_with_nf4_cache(model, lambda: iter(ckpt.items()), cache, source="ckpt", may_be_missing=is_adapter_key)
     assert_same_base(model, fresh)
     from safetensors import safe_open
 

@@ -372,3 +372,10 @@ class TestValidate:
         with pytest.raises(ValueError) as info:
             validate(schema_cfg("optimizer.lrr=1"), Schema)
         assert "\n" not in str(info.value)
+
+
+def test_a_name_that_lives_in_another_package_is_pointed_to():
+    # configs written before the checkpointers moved from `training` to `checkpointing`
+    with pytest.raises(ConfigError, match=r"'torchtune_lite.training' has no 'FullModelHFCheckpointer' \(moved\): use "
+                                          r"'torchtune_lite.checkpointing.FullModelHFCheckpointer'$"):
+        import_component("torchtune_lite.training.FullModelHFCheckpointer")

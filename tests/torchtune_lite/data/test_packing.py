@@ -48,7 +48,7 @@ def test_boundary_labels_and_padding_are_ignored():
     assert packed[0]["labels"] == [IGN, 11, 12, 2, IGN, IGN, 22, IGN]
     assert packed[1]["labels"] == [IGN, 31, 32, 33, 34, 2, IGN, 41]
     # after the loop's shift, the last token of a sample never targets the next sample's first token
-    from torchtune_lite.training.train_loop import shift_labels
+    from torchtune_lite.training.loss import shift_labels
 
     shifted = shift_labels(torch.tensor([packed[1]["labels"]]))[0].tolist()
     assert shifted[5] == IGN  # position of the EOS of sample 3

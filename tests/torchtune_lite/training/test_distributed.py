@@ -23,6 +23,7 @@ def _full_weights() -> dict[str, torch.Tensor]:
 def _shard_and_load(rank: int, world_size: int) -> dict:
     from torchtune_lite._torchao import NF4Tensor
     from torchtune_lite.models.llama2 import qlora_llama2
+    from torchtune_lite.modules.peft import is_adapter_key
     from torchtune_lite.modules.transformer import TransformerDecoderLayer
     from torchtune_lite.training.distributed import materialize_buffers, shard_model
     from torchtune_lite.training.weight_loading import initialize_adapters, load_weights_streaming
@@ -31,7 +32,7 @@ def _shard_and_load(rank: int, world_size: int) -> dict:
         model = qlora_llama2(["q_proj", "v_proj"], lora_rank=4, lora_alpha=8.0, **SHAPE)
     shard_model(model, (TransformerDecoderLayer,), torch.device("cpu"))
     materialize_buffers(model, torch.device("cpu"))
-    load_weights_streaming(model, _full_weights().items(), source="test", may_be_missing=lambda k: "lora_" in k)
+    load_weights_streaming(model, _full_weights().items(), source="test", may_be_missing=is_adapter_key)
     initialize_adapters(model, 0)
     model(torch.randint(0, 64, (1, 8))).sum().backward()  # FSDP2 trains on these shards as they are
     shards = {}
@@ -68,6 +69,7 @@ def _mesh_type_with_cuda_visible(rank: int, world_size: int) -> str:
     # A GPU host (as FSDP2's default mesh would see it) training with device=cpu.
     torch.cuda.is_available = lambda: True
     from torchtune_lite.models.llama2 import llama2
+    from torchtune_lite.modules.peft import is_adapter_key
     from torchtune_lite.modules.transformer import TransformerDecoderLayer
     from torchtune_lite.training.distributed import shard_model
 

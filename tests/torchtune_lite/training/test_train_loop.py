@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
-from torchtune_lite.training.train_loop import IGNORE_INDEX, LoopSettings, Progress, TrainLoop, shift_labels
+from torchtune_lite.training.loss import IGNORE_INDEX, shift_labels
+from torchtune_lite.training.train_loop import LoopSettings, Progress, TrainLoop
 
 
 def test_shift_labels():
