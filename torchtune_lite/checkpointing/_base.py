@@ -15,15 +15,6 @@ from typing import Any, Iterator, Optional, Union
 import torch
 
 from torchtune_lite._torchao import NF4Tensor
-from torchtune_lite.data.saved_template import write_template_config
-from torchtune_lite.modules.peft.lora import (
-    adapter_scale,
-    complete_adapter_config,
-    is_adapter_key,
-    merge_lora_weight,
-    peft_adapter_config,
-)
-from torchtune_lite.quantization import dequantize_nf4
 from torchtune_lite.checkpointing._atomic import atomic_copy, atomic_write_bytes, staged_dir
 from torchtune_lite.checkpointing._convert_weights import (
     HF_MODULE_NAMES,
@@ -35,7 +26,16 @@ from torchtune_lite.checkpointing._convert_weights import (
 from torchtune_lite.checkpointing._errors import CheckpointFormatError, CheckpointNotFoundError
 from torchtune_lite.checkpointing._recipe_state import RECIPE_STATE_FILE, load_recipe_state, save_recipe_state
 from torchtune_lite.checkpointing._safetensors_io import TensorToWrite, iter_safetensors, load_torch_file
+from torchtune_lite.data.saved_template import write_template_config
+from torchtune_lite.modules.peft.lora import (
+    adapter_scale,
+    complete_adapter_config,
+    is_adapter_key,
+    merge_lora_weight,
+    peft_adapter_config,
+)
 from torchtune_lite.progress_bars import track_writes
+from torchtune_lite.quantization import dequantize_nf4
 
 ADAPTER_WEIGHTS_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"

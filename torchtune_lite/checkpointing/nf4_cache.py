@@ -19,10 +19,10 @@ from typing import Any, Iterable, Iterator
 import torch
 
 from torchtune_lite._torchao import NF4Tensor
-from torchtune_lite.quantization.nf4_layout import NF4_FIELDS, nf4_fields, nf4_from_fields, nf4_layout
 from torchtune_lite.checkpointing._errors import CheckpointFormatError
 from torchtune_lite.checkpointing._safetensors_io import SafetensorsReader, TensorToWrite, write_safetensors
 from torchtune_lite.progress_bars import track_writes
+from torchtune_lite.quantization.nf4_layout import NF4_FIELDS, nf4_fields, nf4_from_fields, nf4_layout
 
 CACHE_FORMAT = "torchtune_lite.nf4_cache.v1"  # bump when the file layout changes: old caches are then ignored
 _SEP = "::"  # module paths never contain it

@@ -20,11 +20,11 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 from torchtune_lite import config
+from torchtune_lite.checkpointing.nf4_cache import nf4_cache_path
 from torchtune_lite.config import Component
 from torchtune_lite.data.saved_template import template_config
 from torchtune_lite.modules.peft import get_adapter_params, get_adapter_state_dict, model_adapter_config, set_trainable_params
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
-from torchtune_lite.checkpointing.nf4_cache import nf4_cache_path
 from torchtune_lite.training.activations import apply_activation_checkpointing
 from torchtune_lite.training.compile import compile_loss, compile_model, compile_seconds, resolve_compile
 from torchtune_lite.training.config_checks import check_finetune_config

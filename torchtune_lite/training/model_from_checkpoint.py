@@ -23,8 +23,8 @@ import torch
 from torch import nn
 
 from torchtune_lite import config
+from torchtune_lite.checkpointing import ADAPTER_CONFIG_FILE, ADAPTER_DIR
 from torchtune_lite.modules.peft import LoRALinear, adapter_scale, complete_adapter_config, is_adapter_key, merge_lora_weight
-from torchtune_lite.checkpointing._base import ADAPTER_CONFIG_FILE, ADAPTER_DIR
 from torchtune_lite.training.precision import set_default_dtype
 from torchtune_lite.training.weight_loading import (
     allocate_empty,

@@ -9,8 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from torchtune_lite.checkpointing._atomic import clean_stale_staging
-from torchtune_lite.checkpointing._recipe_state import RECIPE_STATE_FILE
+from torchtune_lite.checkpointing import RECIPE_STATE_FILE, clean_stale_staging
 _CHECKPOINT_DIR = re.compile(r"^(epoch|step)_(\d+)$")
 
 

@@ -20,13 +20,13 @@ import torch
 import torch.distributed as dist
 from tqdm import tqdm
 
+from torchtune_lite.progress_bars import progress_bar
 from torchtune_lite.training.data_loading import batches_per_epoch, epoch_batches
 from torchtune_lite.training.distributed import max_over_ranks
 from torchtune_lite.training.evaluation import evaluate_loss
-from torchtune_lite.training.loss import forward_loss
 from torchtune_lite.training.gradients import clip_grad_norm_, scale_grads
+from torchtune_lite.training.loss import forward_loss
 from torchtune_lite.training.memory import get_memory_stats
-from torchtune_lite.progress_bars import progress_bar
 
 Forward = Callable[[torch.nn.Module, dict, torch.device], tuple[torch.Tensor, torch.Tensor]]
 

@@ -17,12 +17,12 @@ from torch import nn
 from torch.distributed.tensor import DTensor
 
 from torchtune_lite._torchao import NF4Tensor
-from torchtune_lite.modules.peft import LoRALinear
+from torchtune_lite.checkpointing import CheckpointFormatError
 from torchtune_lite.checkpointing.nf4_cache import iter_nf4_cache, save_nf4_cache
-from torchtune_lite.quantization.nf4_layout import nf4_fields, nf4_from_fields, nf4_layout
-from torchtune_lite.checkpointing._errors import CheckpointFormatError
-from torchtune_lite.training.distributed import materialize_buffers, shard_full_tensor
+from torchtune_lite.modules.peft import LoRALinear
 from torchtune_lite.progress_bars import progress_bar
+from torchtune_lite.quantization.nf4_layout import nf4_fields, nf4_from_fields, nf4_layout
+from torchtune_lite.training.distributed import materialize_buffers, shard_full_tensor
 
 log = logging.getLogger("torchtune_lite")
 

@@ -16,6 +16,7 @@ import torch
 import torch.distributed as dist
 
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
+from torchtune_lite.progress_bars import write_above_bar
 from torchtune_lite.training.distributed import (
     destroy_distributed,
     gather_full_tensor,
@@ -25,7 +26,6 @@ from torchtune_lite.training.distributed import (
     set_collective_timeout,
     shard_model,
 )
-from torchtune_lite.progress_bars import write_above_bar
 from torchtune_lite.training.weight_loading import allocate_empty
 
 
