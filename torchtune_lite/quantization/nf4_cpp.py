@@ -20,6 +20,8 @@ from pathlib import Path
 from types import ModuleType
 from typing import Optional
 
+from torchtune_lite.kernels import c_library
+
 _log = logging.getLogger(__name__)
 
 # The C++ source, a real file beside this module (pyproject ships it as package data).
@@ -68,25 +70,9 @@ def _cached_library() -> Path:
 def _module_name_and_flags() -> tuple[str, tuple[str, ...]]:
     # The name carries a hash of the source and flags, so an edited kernel or another CPU kind
     # never reuses a stale cached build.
-    flags = ("-O3", *_isa_flags())
+    flags = ("-O3", *c_library.isa_flags())
     digest = hashlib.sha256((_SOURCE_FILE.read_text() + " ".join(flags)).encode()).hexdigest()[:12]
     return f"torchtune_lite_nf4_{digest}", flags
-
-
-def _isa_flags() -> list[str]:
-    """Compiler flags for the vector units torch itself detected on this CPU (none off x86).
-
-    The build is cached per user, and a home directory can be shared by machines with different CPUs,
-    so the flags are also part of the module name: each CPU kind gets its own build.
-    """
-    import torch
-
-    capability = torch.backends.cpu.get_cpu_capability()
-    if capability.startswith("AVX512"):
-        return ["-mavx512f", "-mavx512bw", "-mavx2", "-mfma"]
-    if capability.startswith("AVX2"):
-        return ["-mavx2", "-mfma"]
-    return []
 
 
 def _build() -> Optional[ModuleType]:

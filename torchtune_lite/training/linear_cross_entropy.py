@@ -15,6 +15,8 @@ from typing import Optional
 
 import torch
 
+from torchtune_lite.kernels import cross_entropy_rows_
+
 
 def fused_linear_cross_entropy(
     hidden: torch.Tensor, weight: torch.Tensor, labels: torch.Tensor, ignore_index: int, chunk_tokens: int
@@ -39,15 +41,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
         grad_w: Optional[torch.Tensor] = None
         for start in range(0, h.size(0), chunk_tokens):
             hc, yc = h[start : start + chunk_tokens], targets[start : start + chunk_tokens]
-            logp = torch.log_softmax(hc @ weight.t(), dim=-1, dtype=torch.float32)  # [c, vocab] fp32
-            picked = logp.gather(1, yc.unsqueeze(1))
-            loss -= picked.sum()
+            chunk_loss, dlogits = _loss_and_logits_grad(hc @ weight.t(), yc, hidden.dtype)
+            loss += chunk_loss
             if not (need_hidden or need_weight):
                 continue
-            # d(sum of -log p_y)/d logits = softmax - one_hot(y), built in place in the log-softmax buffer.
-            dlogits = logp.exp_()
-            dlogits.scatter_add_(1, yc.unsqueeze(1), torch.full_like(picked, -1.0))
-            dlogits = dlogits.to(hidden.dtype)
             if need_hidden:
                 torch.mm(dlogits, weight, out=grad_h[start : start + chunk_tokens])
             if need_weight:
@@ -72,3 +69,19 @@ class _LinearCrossEntropy(torch.autograd.Function):
             None,
             None,
         )
+
+
+def _loss_and_logits_grad(logits: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits: [c, vocab] (overwritten), targets: [c] -> (summed fp32 loss, d loss / d logits [c, vocab] in `dtype`).
+
+    The fused C pass where it runs (see `cross_entropy_rows`), else torch ops with the same fp32 math.
+    """
+    row_loss = cross_entropy_rows_(logits, targets)
+    if row_loss is not None:
+        return row_loss.sum(), logits.to(dtype)
+    logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # [c, vocab] fp32
+    picked = logp.gather(1, targets.unsqueeze(1))
+    # d(sum of -log p_y)/d logits = softmax - one_hot(y), built in place in the log-softmax buffer.
+    dlogits = logp.exp_()
+    dlogits.scatter_add_(1, targets.unsqueeze(1), torch.full_like(picked, -1.0))
+    return -picked.sum(), dlogits.to(dtype)

@@ -1,7 +1,19 @@
+"""RMSNorm against transformers' (Llama's and Gemma's), values and gradients; every test runs on the fused C
+kernels and on the torch ops."""
+
+import pytest
 import torch
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
+from torchtune_lite.kernels.rms_norm import runs_on
 from torchtune_lite.modules import RMSNorm
+
+
+@pytest.fixture(autouse=True, params=["c_kernel", "torch_ops"])
+def norm_path(request, monkeypatch):
+    monkeypatch.setenv("TORCHTUNE_LITE_C_KERNELS", "1" if request.param == "c_kernel" else "0")
+    assert runs_on(torch.ones(2)) == (request.param == "c_kernel")  # the path under test is the one taken
+    return request.param
 
 
 def test_matches_hf_rmsnorm():
@@ -37,3 +49,34 @@ def test_unit_offset_matches_gemma_rmsnorm_in_bf16():
     ours, hf = ours.to(torch.bfloat16), hf.to(torch.bfloat16)
     x = (torch.randn(2, 5, 64) * 10).to(torch.bfloat16)
     assert torch.equal(ours(x), hf(x))
+
+
+@pytest.mark.parametrize("unit_offset", [False, True])
+def test_fp32_gradients_match_hf_autograd(unit_offset):
+    # x and scale gradients against transformers' RMSNorm through autograd (Gemma's: through 1 + w).
+    from transformers.models.gemma2.modeling_gemma2 import Gemma2RMSNorm
+
+    torch.manual_seed(0)
+    ours = RMSNorm(48, eps=1e-6, unit_offset=unit_offset)
+    hf = Gemma2RMSNorm(48, eps=1e-6) if unit_offset else LlamaRMSNorm(48, eps=1e-6)
+    with torch.no_grad():
+        ours.scale.normal_(mean=0.0 if unit_offset else 1.0, std=0.3)
+        hf.weight.copy_(ours.scale)
+    x = torch.randn(3, 7, 48) * 2
+    grad = torch.randn(3, 7, 48)
+    got = torch.autograd.grad(ours(x.requires_grad_()), (x, ours.scale), grad)
+    want = torch.autograd.grad(hf(x), (x, hf.weight), grad)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_bf16_gradient_of_a_frozen_norm_is_close_to_fp32():
+    torch.manual_seed(0)
+    norm = RMSNorm(64)
+    norm.scale.requires_grad_(False)
+    x, grad = torch.randn(8, 64) * 3, torch.randn(8, 64)
+    want = torch.autograd.grad(norm(x.requires_grad_()), x, grad)[0]
+    norm = norm.to(torch.bfloat16)
+    xb = x.detach().to(torch.bfloat16).requires_grad_()
+    got = torch.autograd.grad(norm(xb), xb, grad.to(torch.bfloat16))[0]
+    assert got.dtype == torch.bfloat16
+    torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)

@@ -1,5 +1,6 @@
 """The fused output projection + cross-entropy against F.cross_entropy on full logits: values and gradients
-(hidden and output weight), ignored tokens, tied embeddings, frozen weights, and which path a module takes."""
+(hidden and output weight), ignored tokens, tied embeddings, frozen weights, and which path a module takes.
+Every test runs twice: with the fused C kernel for each chunk's softmax and gradient, and with torch ops."""
 
 import pytest
 import torch
@@ -7,10 +8,17 @@ import torch.nn.functional as F
 from torch import nn
 
 from torchtune_lite.modules.peft.lora import LoRALinear
+from torchtune_lite.kernels import cross_entropy_rows_
 from torchtune_lite.training.linear_cross_entropy import fused_linear_cross_entropy
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss, plain_linear_weight
 
 N, D, V = 29, 16, 53
+
+
+@pytest.fixture(autouse=True, params=["c_kernel", "torch_ops"])
+def chunk_kernel(request, monkeypatch):
+    monkeypatch.setenv("TORCHTUNE_LITE_C_KERNELS", "1" if request.param == "c_kernel" else "0")
+    return request.param
 
 
 def _data(dtype, seed=0):
@@ -53,14 +61,19 @@ def test_bf16_loss_and_gradients_are_close_to_fp32_logits():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
-def test_logit_gradient_is_the_fp32_softmax_minus_one_hot_rounded_once(dtype):
+def test_logit_gradient_is_the_fp32_softmax_minus_one_hot_rounded_once(dtype, chunk_kernel):
     # The gradient of the logits is softmax - one_hot(y) computed in fp32 and rounded to the compute dtype
     # once, however the kernel writes it: the hidden gradient equals that matrix times the weight, bit for bit.
+    # (The C kernel's own fp32 softmax is checked against fp64 in test_cross_entropy_rows.py.)
     hidden, weight, labels = _data(dtype, seed=1)
     _, grad_h, _ = _grads(lambda h, w: fused_linear_cross_entropy(h, w, labels, -100, 1000), hidden, weight)
     keep = labels != -100
-    logp = torch.log_softmax(hidden[keep] @ weight.t(), dim=-1, dtype=torch.float32)
-    dlogits = (logp.exp() - F.one_hot(labels[keep], V)).to(dtype)
+    if chunk_kernel == "c_kernel":
+        dlogits = hidden[keep] @ weight.t()
+        assert cross_entropy_rows_(dlogits, labels[keep]) is not None
+    else:
+        logp = torch.log_softmax(hidden[keep] @ weight.t(), dim=-1, dtype=torch.float32)
+        dlogits = (logp.exp() - F.one_hot(labels[keep], V)).to(dtype)
     want = torch.zeros_like(hidden)
     want[keep] = torch.mm(dlogits, weight) * torch.tensor(0.37, dtype=dtype)
     assert torch.equal(grad_h, want)

@@ -1,0 +1,92 @@
+/* Cross-entropy of logit rows and its gradient in one fused pass per row, for the CPU.
+ *
+ * For each row r of `logits` ([rows, vocab], row-major, bf16 or fp32), with t = targets[r]:
+ *   loss[r]   = logsumexp(row) - row[t]                      (fp32)
+ *   row[j]   <- exp(row[j] - logsumexp(row)) - (j == t)      (in place, the row's dtype)
+ * i.e. the summed cross-entropy and d(loss)/d(logits). A target outside [0, vocab) gives loss 0 and a
+ * zero gradient row (the caller drops ignored tokens before; this only keeps bad input harmless).
+ *
+ * All arithmetic is fp32: bf16 values widen exactly, the sum of exponentials accumulates in fp32, and
+ * the gradient rounds to bf16 to nearest even, once. Each row is read three times (max, sum, write) while
+ * it sits in cache, so memory sees about one read and one write of the logits, against about six for the
+ * upcast, log-softmax, exp and downcast passes of the torch path.
+ *
+ * Plain C with no torch headers: it builds in about a second and is called through ctypes, which releases
+ * the GIL, so the caller splits rows over threads. Loops are written for the compiler's vectorizer
+ * (`omp simd` needs only -fopenmp-simd, no OpenMP runtime).
+ */
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+
+static inline float bf16_to_float(uint16_t h) {
+  uint32_t u = (uint32_t)h << 16;
+  float f;
+  memcpy(&f, &u, 4);
+  return f;
+}
+
+static inline uint16_t float_to_bf16(float f) {
+  uint32_t u;
+  memcpy(&u, &f, 4);
+  uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16; /* round to nearest even */
+  return (uint16_t)(f != f ? 0x7FC0u : rounded);             /* NaN stays a (quiet) NaN */
+}
+
+/* e^x for x <= 0 (x - max of its row), relative error about 1e-7; 0 below -87.
+ * x = n ln2 + u with |u| <= ln2 / 2 (ln2 split in two so n ln2 is exact enough), e^u by its Taylor
+ * series to u^7 (remainder < 1e-8 there), times 2^n put into the exponent bits. */
+static inline float exp_nonpositive(float x) {
+  const float log2e = 1.44269504088896341f, ln2_hi = 0.693145751953125f, ln2_lo = 1.42860682030941723e-6f;
+  float xc = x < -87.0f ? -87.0f : x;
+  float n = rintf(xc * log2e);
+  float u = (xc - n * ln2_hi) - n * ln2_lo;
+  float p = 1.0f / 5040.0f;
+  p = p * u + 1.0f / 720.0f;
+  p = p * u + 1.0f / 120.0f;
+  p = p * u + 1.0f / 24.0f;
+  p = p * u + 1.0f / 6.0f;
+  p = p * u + 0.5f;
+  p = p * u + 1.0f;
+  p = p * u + 1.0f;
+  int32_t bits;
+  memcpy(&bits, &p, 4);
+  bits += (int32_t)n << 23;
+  float out;
+  memcpy(&out, &bits, 4);
+  return x < -87.0f ? 0.0f : out;
+}
+
+#define ROW_KERNEL(NAME, T, LOAD, STORE)                                                       \
+  void NAME(T* logits, int64_t rows, int64_t vocab, const int64_t* targets, float* loss) {     \
+    for (int64_t r = 0; r < rows; ++r) {                                                       \
+      T* row = logits + r * vocab;                                                             \
+      float m = -INFINITY;                                                                     \
+      _Pragma("omp simd reduction(max : m)") for (int64_t j = 0; j < vocab; ++j) {             \
+        float v = LOAD(row[j]);                                                                \
+        m = v > m ? v : m;                                                                     \
+      }                                                                                        \
+      float sum = 0.0f;                                                                        \
+      _Pragma("omp simd reduction(+ : sum)") for (int64_t j = 0; j < vocab; ++j) {             \
+        sum += exp_nonpositive(LOAD(row[j]) - m);                                              \
+      }                                                                                        \
+      /* log p_j = (x_j - m) - log(sum): subtracting m first keeps the exponent exact-ish even when the  \
+         logits are large (m + log(sum) would round to the ulp of m). */                            \
+      const float log_sum = logf(sum);                                                         \
+      const int64_t t = targets[r];                                                            \
+      const int valid = t >= 0 && t < vocab;                                                   \
+      loss[r] = valid ? log_sum - (LOAD(row[t]) - m) : 0.0f;                                   \
+      const float p_t = valid ? exp_nonpositive((LOAD(row[t]) - m) - log_sum) : 0.0f;          \
+      _Pragma("omp simd") for (int64_t j = 0; j < vocab; ++j) {                                \
+        float p = valid ? exp_nonpositive((LOAD(row[j]) - m) - log_sum) : 0.0f;                \
+        row[j] = STORE(p);                                                                     \
+      }                                                                                        \
+      if (valid) row[t] = STORE(p_t - 1.0f);                                                   \
+    }                                                                                          \
+  }
+
+#define LOAD_F32(v) (v)
+#define STORE_F32(v) (v)
+
+ROW_KERNEL(ttl_cross_entropy_rows_bf16, uint16_t, bf16_to_float, float_to_bf16)
+ROW_KERNEL(ttl_cross_entropy_rows_f32, float, LOAD_F32, STORE_F32)
