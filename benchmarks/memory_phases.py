@@ -17,6 +17,7 @@ import sys
 from collections import defaultdict
 
 from torchtune_lite.training import finetune, train_loop
+from torchtune_lite.training.loss import IGNORE_INDEX, shift_labels
 
 _MIB = 1024**2
 
@@ -48,7 +49,7 @@ class PhaseLog:
         self.rows: list[tuple[str, int, int, int, int]] = []  # phase, peak before, peak after, resident after, malloc free
         self.lengths_seen: set[int] = set()
 
-    def wrap(self, owner: type, method: str, phase) -> None:
+    def wrap(self, owner: object, method: str, phase) -> None:
         original = getattr(owner, method)
 
         @functools.wraps(original)
@@ -64,10 +65,12 @@ class PhaseLog:
         length = int(batch["tokens"].shape[-1])
         new = length not in self.lengths_seen
         self.lengths_seen.add(length)
-        return f"step, batch length {length}{' (new)' if new else ''}"
+        # the tokens the loss scores: the row count of the output projection's matmuls in the fused loss
+        scored = int((shift_labels(batch["labels"]) != IGNORE_INDEX).sum()) if "labels" in batch else 0
+        return f"step, batch length {length}{' (new)' if new else ''}, {scored} scored"
 
     def report(self) -> None:
-        print(f"{'phase':<40} {'peak MiB':>9} {'raised by':>9} {'rss MiB':>8} {'malloc free MiB':>16}")
+        print(f"{'phase':<48} {'peak MiB':>9} {'raised by':>9} {'rss MiB':>8} {'malloc free MiB':>16}")
         by_kind: dict[str, int] = defaultdict(int)
         raised: dict[str, int] = defaultdict(int)
         for phase, before, after, rss, free in self.rows:
@@ -75,7 +78,7 @@ class PhaseLog:
             by_kind[kind] = max(by_kind[kind], after)
             raised[kind] += after - before
             if after > before:
-                print(f"{phase:<40} {after / _MIB:>9.1f} {(after - before) / _MIB:>+9.1f} {rss / _MIB:>8.1f} {free / _MIB:>16.1f}")
+                print(f"{phase:<48} {after / _MIB:>9.1f} {(after - before) / _MIB:>+9.1f} {rss / _MIB:>8.1f} {free / _MIB:>16.1f}")
         print(f"\n{'kind':<14} {'peak after MiB':>14} {'total raise MiB':>16}   ({len(self.lengths_seen)} batch lengths)")
         for kind in by_kind:
             print(f"{kind:<14} {by_kind[kind] / _MIB:>14.1f} {raised[kind] / _MIB:>16.1f}")
@@ -83,12 +86,21 @@ class PhaseLog:
 
 def main() -> None:
     log = PhaseLog()
-    log.wrap(finetune.FinetuneRecipe, "setup", lambda *a, **k: "setup")
     log.wrap(train_loop.TrainLoop, "_forward_backward", log.step_phase)
     log.wrap(train_loop.TrainLoop, "_optimizer_step", lambda *a, **k: "optimizer step")
     log.wrap(train_loop.TrainLoop, "log_validation", lambda *a, **k: "validation")
-    log.wrap(finetune.FinetuneRecipe, "save_checkpoint", lambda *a, **k: "save")
-    log.wrap(finetune.FinetuneRecipe, "show_generation", lambda *a, **k: "generation")
+    run_recipe = finetune.run_recipe
+
+    def run_measured_recipe(recipe) -> None:
+        # The recipe's own phases: its methods on the instance, and the generation function its module calls.
+        log.wrap(recipe, "setup", lambda *a, **k: "setup")
+        log.wrap(recipe, "save_checkpoint", lambda *a, **k: "save")
+        module = sys.modules[type(recipe).__module__]
+        if hasattr(module, "show_generation"):
+            log.wrap(module, "show_generation", lambda *a, **k: "generation")
+        run_recipe(recipe)
+
+    finetune.run_recipe = run_measured_recipe  # recipes call it through the module
     from torchtune_lite.cli import tune
 
     try:

@@ -13,6 +13,7 @@ builders are checked against theirs in tests/torchtune_lite/models/test_family_b
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -65,6 +66,7 @@ def test_tiny_config_runs_as_shipped(recipe, config_name, tmp_path):
         if shipped.get("dataset_val"):
             assert [r["step"] for r in records if "val_loss" in r] == [epochs]  # one step per epoch, validated after the last
         assert "Training done" in proc.stdout
+        assert re.search(r"memory estimate [\d.]+ GiB vs measured rss_peak [\d.]+ GiB \([+-]\d+%\)", proc.stdout)  # rank 0 of both recipes
         if shipped.get("generate_after_training"):
             assert f"Prompt: {shipped.generate_after_training}" in proc.stdout and "Generation: " in proc.stdout
             assert proc.stdout.count("Generation: ") == 1  # rank 0 prints, the other ranks only take part

@@ -34,14 +34,15 @@ class _LinearCrossEntropy(torch.autograd.Function):
     def forward(ctx, hidden, weight, labels, ignore_index: int, chunk_tokens: int):  # type: ignore[override]
         need_hidden, need_weight = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
         keep = (labels != ignore_index).nonzero().squeeze(1)
-        h = hidden.index_select(0, keep)  # [m, d]: only the scored tokens
-        targets = labels.index_select(0, keep)
+        scored = keep.numel()
+        h = _scored_rows(hidden, keep)  # [m, d]: the scored tokens, then zero rows up to a multiple of 64
+        targets = _scored_rows(labels, keep)
         loss = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_h = torch.empty_like(h) if need_hidden else None
         grad_w: Optional[torch.Tensor] = None
         for start in range(0, h.size(0), chunk_tokens):
             hc, yc = h[start : start + chunk_tokens], targets[start : start + chunk_tokens]
-            chunk_loss, dlogits = _loss_and_logits_grad(hc @ weight.t(), yc, hidden.dtype)
+            chunk_loss, dlogits = _loss_and_logits_grad(hc @ weight.t(), yc, hidden.dtype, max(scored - start, 0))
             loss += chunk_loss
             if not (need_hidden or need_weight):
                 continue
@@ -50,9 +51,10 @@ class _LinearCrossEntropy(torch.autograd.Function):
             if need_weight:
                 grad_w = dlogits.t() @ hc if grad_w is None else grad_w.addmm_(dlogits.t(), hc)
         if need_hidden:
-            # Unscored tokens get zero gradient; [n, d] is small next to [n, vocab].
+            # Unscored tokens get zero gradient; [n, d] is small next to [n, vocab]. (A padding row's gradient is
+            # dropped here, and it adds exactly zero to the weight's: its hidden state is zero.)
             full = torch.zeros_like(hidden)
-            grad_h = full.index_copy_(0, keep, grad_h)
+            grad_h = full.index_copy_(0, keep, grad_h[:scored])
         if need_weight and grad_w is None:  # every token ignored
             grad_w = torch.zeros_like(weight)
         ctx.save_for_backward(grad_h, grad_w)
@@ -71,17 +73,34 @@ class _LinearCrossEntropy(torch.autograd.Function):
         )
 
 
-def _loss_and_logits_grad(logits: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-    """logits: [c, vocab] (overwritten), targets: [c] -> (summed fp32 loss, d loss / d logits [c, vocab] in `dtype`).
+def _loss_and_logits_grad(
+    logits: torch.Tensor, targets: torch.Tensor, dtype: torch.dtype, scored: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """logits: [c, vocab] (overwritten), targets: [c] -> (fp32 loss summed over the first `scored` rows, the rest
+    being padding, and d loss / d logits [c, vocab] in `dtype`).
 
-    The fused C pass where it runs (see `cross_entropy_rows`), else torch ops with the same fp32 math.
+    The fused C pass where it runs (see `kernels/cross_entropy_rows`), else torch ops with the same fp32 math.
     """
     row_loss = cross_entropy_rows_(logits, targets)
     if row_loss is not None:
-        return row_loss.sum(), logits.to(dtype)
+        return row_loss[:scored].sum(), logits.to(dtype)
     logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # [c, vocab] fp32
     picked = logp.gather(1, targets.unsqueeze(1))
     # d(sum of -log p_y)/d logits = softmax - one_hot(y), built in place in the log-softmax buffer.
     dlogits = logp.exp_()
     dlogits.scatter_add_(1, targets.unsqueeze(1), torch.full_like(picked, -1.0))
-    return -picked.sum(), dlogits.to(dtype)
+    return -picked[:scored].sum(), dlogits.to(dtype)
+
+
+# The projection's row count is rounded up to a multiple of this. The scored-token count changes every batch,
+# and every new matmul shape costs a compiled kernel (oneDNN keeps one per shape for bf16 on CPU, and its
+# long-lived allocations pin the freed activation blocks around them: +17 MiB resident per step on tiny/pretrain).
+_ROW_MULTIPLE = 64
+
+
+def _scored_rows(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
+    """values: [n, ...], keep: [m] row indices -> [m rounded up to _ROW_MULTIPLE, ...], the kept rows, then zeros."""
+    out = values.new_empty(keep.numel() + (-keep.numel() % _ROW_MULTIPLE), *values.shape[1:])
+    out[keep.numel() :].zero_()
+    torch.index_select(values, 0, keep, out=out[: keep.numel()])
+    return out

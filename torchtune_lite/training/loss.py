@@ -98,6 +98,10 @@ class ChunkedCrossEntropyLoss(nn.Module):
         self.chunk_above_bytes = chunk_above_mb * 2**20
         self.fused_chunk_bytes = fused_chunk_mb * 2**20
 
+    def fused_chunk_tokens(self, vocab: int) -> int:
+        """Tokens the fused path projects at once: as many as have fp32 logits within `fused_chunk_mb`."""
+        return max(1, int(self.fused_chunk_bytes // (vocab * 4)))
+
     def forward(self, hidden: torch.Tensor, output: nn.Module, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if hidden.dim() != 3 or labels.shape != hidden.shape[:2]:
             raise ValueError(
@@ -107,7 +111,7 @@ class ChunkedCrossEntropyLoss(nn.Module):
         count = (labels != self.ignore_index).sum()
         weight = plain_linear_weight(output)
         if weight is not None:
-            chunk_tokens = max(1, int(self.fused_chunk_bytes // (weight.size(0) * 4)))
+            chunk_tokens = self.fused_chunk_tokens(weight.size(0))
             return _fused(hidden.reshape(-1, hidden.size(-1)), weight, labels.reshape(-1), self.ignore_index, chunk_tokens), count
         vocab = getattr(output, "out_features", None) or getattr(output, "out_dim", None)
         if vocab is not None and labels.numel() * vocab * 4 <= self.chunk_above_bytes:

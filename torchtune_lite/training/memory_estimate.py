@@ -12,10 +12,10 @@ fresh interpreter that loads a small data file, `measure_runtime_baseline`), the
 blocks glibc keeps after a step frees them (a fitted term: one more step's transient tensors), in bf16 the
 GEMM kernels oneDNN compiles for every batch length and keeps, and on a sharded run's ranks gloo's and FSDP2's
 own state (fitted); all are added, so the total compares with what the recipe prints as `rss peak` (see
-benchmarks/memory_estimate.py for the figures). Not counted: in bf16 on CPU, a run whose GEMM shapes keep changing
-after every batch length has been seen keeps adding oneDNN kernels step after step (benchmarks/memory_phases.py:
-tiny/pretrain climbs about 17 MiB a step; none with ONEDNN_PRIMITIVE_CACHE_CAPACITY=0). On CUDA the measured figure
-is the allocator's peak, and none of these is added.
+benchmarks/memory_estimate.py for the figures). The fused loss pads its rows to a multiple of 64, so its GEMM
+shapes stop changing once the batch lengths have been seen (before, tiny/pretrain in bf16 climbed about 17 MiB a
+step: benchmarks/memory_loss_row_counts.py). On CUDA the measured figure is the allocator's peak, and none of
+these is added.
 """
 
 from __future__ import annotations
@@ -39,6 +39,7 @@ from torchtune_lite.modules.peft import LoRALinear, is_adapter_key
 from torchtune_lite.quantization import nf4_block_sizes
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
+from torchtune_lite.training.loss import ChunkedCrossEntropyLoss, plain_linear_weight
 from torchtune_lite.training.model_from_checkpoint import build_on_meta
 from torchtune_lite.training.precision import get_dtype
 
@@ -314,14 +315,27 @@ def nf4_bytes(numel: int, element_size: int) -> int:
 
 
 def _working_buffers(cfg: DictConfig, model: torch.nn.Module, batch_size: int, seq_len: int, dtype: torch.dtype) -> int:
-    """Transient tensors beside the activations: one chunk of fp32 logits and its gradient in the chunked
-    loss, and the largest NF4 weight dequantized (with its gradient path) in a QLoRA linear."""
-    loss_cfg = cfg.get("loss") or {}
-    chunks = int(loss_cfg.get("num_output_chunks", 8))
-    vocab = model.output.out_features if hasattr(model.output, "out_features") else model.output.weight.shape[0]
-    logits = 2 * batch_size * math.ceil(seq_len / chunks) * vocab * 4
+    """Transient tensors beside the activations: the loss's logits (see `_loss_buffers`) and the largest NF4
+    weight dequantized (with its gradient path) in a QLoRA linear."""
     dequant = max(_nf4_weight_sizes(model), default=0) * _element_size(dtype)
-    return logits + 2 * dequant
+    return _loss_buffers(cfg, model, batch_size * seq_len, dtype) + 2 * dequant
+
+
+def _loss_buffers(cfg: DictConfig, model: torch.nn.Module, tokens: int, dtype: torch.dtype) -> int:
+    """What the loss of `tokens` tokens holds at once. A plain linear output layer takes the fused pass
+    (training/linear_cross_entropy.py): one chunk's fp32 log-probabilities and their gradient in the compute
+    dtype, plus the scored rows' hidden states and their gradient, and the [tokens, dim] gradient it returns.
+    Any other output layer is called per sequence chunk: one chunk's fp32 logits and their gradient."""
+    loss = config.instantiate(cfg.loss) if cfg.get("loss") else None
+    if not isinstance(loss, ChunkedCrossEntropyLoss):  # a preference loss scores its rows with the default one
+        loss = ChunkedCrossEntropyLoss()
+    size = _element_size(dtype)
+    if plain_linear_weight(model.output) is not None:
+        vocab, dim = model.output.weight.shape
+        rows = min(tokens, loss.fused_chunk_tokens(vocab))
+        return rows * vocab * (4 + size) + 3 * tokens * dim * size
+    vocab = model.output.out_features if hasattr(model.output, "out_features") else model.output.weight.shape[0]
+    return 2 * math.ceil(tokens / loss.num_output_chunks) * vocab * 4
 
 
 def _nf4_weight_sizes(model: torch.nn.Module) -> list[int]:

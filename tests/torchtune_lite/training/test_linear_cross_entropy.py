@@ -6,9 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.utils._python_dispatch import TorchDispatchMode  # no public API records the ops a call runs
 
 from torchtune_lite.modules.peft.lora import LoRALinear
 from torchtune_lite.kernels import cross_entropy_rows_
+from torchtune_lite.training import linear_cross_entropy
 from torchtune_lite.training.linear_cross_entropy import fused_linear_cross_entropy
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss, plain_linear_weight
 
@@ -124,3 +126,38 @@ def test_which_output_modules_take_the_fused_path():
     hooked = nn.Linear(D, V, bias=False)
     hooked.register_forward_pre_hook(lambda m, args: None)
     assert plain_linear_weight(hooked) is None  # e.g. a hook that gathers a sharded weight
+
+
+class _RecordMatmulRows(TorchDispatchMode):
+    """Row counts of the projection's matmuls ([rows, D] @ [D, V] forward, [rows, V] @ [V, D] for the hidden gradient)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: set[int] = set()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        if func in (torch.ops.aten.mm.default, torch.ops.aten.mm.out) and args[0].size(1) in (D, V):
+            self.rows.add(args[0].size(0))
+        return func(*args, **(kwargs or {}))
+
+
+@pytest.mark.parametrize("scored", [1, 22, 63, 64, 65, 100])
+def test_matmul_row_counts_are_a_multiple_of_64_and_padding_changes_nothing(scored, monkeypatch):
+    # Every new row count costs a compiled kernel (bf16 on CPU), and the scored-token count changes every
+    # batch: the rows are padded to a multiple of 64, without changing the loss or any gradient (fp64:
+    # against the unpadded pass to rounding, against full logits to the fused pass's fp32 softmax).
+    g = torch.Generator().manual_seed(scored)
+    n = 128
+    hidden = torch.randn(n, D, generator=g, dtype=torch.float64)
+    weight = torch.randn(V, D, generator=g, dtype=torch.float64) * 0.3
+    labels = torch.full((n,), -100)
+    labels[torch.randperm(n, generator=g)[:scored]] = torch.randint(0, V, (scored,), generator=g)
+    with _RecordMatmulRows() as record:
+        got = _grads(lambda h, w: fused_linear_cross_entropy(h, w, labels, -100, 1000), hidden, weight)
+    assert record.rows == {-(-scored // 64) * 64}
+    torch.testing.assert_close(got, _grads(lambda h, w: _reference(h, w, labels), hidden, weight), rtol=1e-5, atol=1e-5)
+    monkeypatch.setattr(linear_cross_entropy, "_ROW_MULTIPLE", 1)
+    with _RecordMatmulRows() as record:
+        unpadded = _grads(lambda h, w: fused_linear_cross_entropy(h, w, labels, -100, 1000), hidden, weight)
+    assert record.rows == {scored}
+    torch.testing.assert_close(got, unpadded, rtol=1e-13, atol=1e-13)

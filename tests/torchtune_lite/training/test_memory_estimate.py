@@ -187,3 +187,20 @@ def test_tune_estimate_on_a_dpo_config_counts_pairs(capsys):
     out = capsys.readouterr().out
     assert "batch 8 pairs (16 rows)" in out and "reference: base, adapters off" in out
 
+
+
+def test_loss_buffers_follow_the_path_the_output_layer_takes():
+    # Plain linear output: the fused pass holds one chunk's fp32 log-probabilities and their bf16 gradient (all
+    # 16 x 256 tokens fit one 64 MiB chunk at vocab 1024), the rows' hidden states, their gradient and the
+    # [tokens, dim] gradient returned: 4096 * 1024 * (4 + 2) + 3 * 4096 * 256 * 2 bytes.
+    cfg = config.load_config("tiny/pretrain", ["checkpointer.checkpoint_dir=unused", "device=cpu", "dtype=bf16"])
+    est = estimate_memory(cfg, seq_len=256, runtime_baseline=0, batch_shapes=1.0)
+    assert est.parts["loss and dequant buffers"] == 4096 * 1024 * 6 + 3 * 4096 * 256 * 2
+    # A smaller chunk bounds the logits: 16 MiB of fp32 logits is 4096 tokens at vocab 1024 -> 1024 tokens at 4 MiB.
+    small = estimate_memory(config.load_config("tiny/pretrain", ["checkpointer.checkpoint_dir=unused", "device=cpu", "dtype=bf16",
+                                                                 "loss.fused_chunk_mb=4"]), seq_len=256, runtime_baseline=0, batch_shapes=1.0)
+    assert small.parts["loss and dequant buffers"] == 1024 * 1024 * 6 + 3 * 4096 * 256 * 2
+    # A LoRA'd output layer is called per sequence chunk (8): two chunks' worth of fp32 logits.
+    lora_out = estimate_memory(config.load_config("tiny/lora", ["device=cpu", "dtype=fp32", "model.apply_lora_to_output=True",
+                                                                "batch_size=2"]), seq_len=64, runtime_baseline=0)
+    assert lora_out.parts["loss and dequant buffers"] == 2 * (2 * 64 // 8) * 1024 * 4
