@@ -51,7 +51,7 @@ def run_ours(kind: str, dtype: str, compile_: bool, extra: list[str], code_dir: 
     shutil.rmtree(out, ignore_errors=True)  # the disk logger appends; each run starts clean
     builder = "qlora_llama2" if kind == "qlora" else "lora_llama2"
     cmd = [sys.executable, "-m", "torchtune_lite.cli.tune", "run", "lora_finetune_single_device",
-           "--config", str(ROOT / "benchmarks" / "configs" / "small_cpu.yaml"),
+           "--config", str((code_dir or ROOT) / "benchmarks" / "configs" / "small_cpu.yaml"),  # its own: names move
            f"output_dir={out}", f"model._component_=torchtune_lite.models.llama2.{builder}",
            f"dtype={dtype}", f"compile={compile_}", *extra]
     env = {**os.environ, "PEER_HOME": str(PEER_HOME), "PEER_KIT": str(PEER_KIT), "WANDB_MODE": "disabled"}
