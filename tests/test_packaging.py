@@ -17,7 +17,7 @@ def test_every_package_folder_is_listed():
 
 
 def test_every_kernel_source_is_package_data():
-    for source in [*(REPO / "torchtune_lite").rglob("*.c"), *(REPO / "torchtune_lite").rglob("*.cpp")]:
+    for source in (path for pattern in ("*.c", "*.h", "*.cpp") for path in (REPO / "torchtune_lite").rglob(pattern)):
         package = ".".join(source.parent.relative_to(REPO).parts)
         patterns = SETUPTOOLS["package-data"].get(package, [])
         assert any(fnmatch(source.name, pattern) for pattern in patterns), f"{source} is not shipped as package data"

@@ -43,7 +43,8 @@ def isa_flags() -> list[str]:
 def load(source: Path) -> Optional[ctypes.CDLL]:
     """The compiled library of C file `source` (built on first use, then cached), or None if it cannot build."""
     flags = ["-O3", "-fPIC", "-shared", "-fopenmp-simd", *isa_flags()]
-    digest = hashlib.sha256((source.read_text() + " ".join(flags)).encode()).hexdigest()[:12]
+    headers = "".join(h.read_text() for h in sorted(source.parent.glob("*.h")))  # what `#include "..."` may pull in
+    digest = hashlib.sha256((source.read_text() + headers + " ".join(flags)).encode()).hexdigest()[:12]
     path = _cache_dir() / f"{source.stem}_{digest}.so"
     try:
         if not path.exists():

@@ -19,19 +19,7 @@
 #include <stdint.h>
 #include <string.h>
 
-static inline float bf16_to_float(uint16_t h) {
-  uint32_t u = (uint32_t)h << 16;
-  float f;
-  memcpy(&f, &u, 4);
-  return f;
-}
-
-static inline uint16_t float_to_bf16(float f) {
-  uint32_t u;
-  memcpy(&u, &f, 4);
-  uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16; /* round to nearest even */
-  return (uint16_t)(f != f ? 0x7FC0u : rounded);             /* NaN stays a (quiet) NaN */
-}
+#include "bf16.h"
 
 /* e^x for x <= 0 (x - max of its row), relative error about 1e-7; 0 below -87.
  * x = n ln2 + u with |u| <= ln2 / 2 (ln2 split in two so n ln2 is exact enough), e^u by its Taylor
