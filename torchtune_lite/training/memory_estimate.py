@@ -344,10 +344,6 @@ def _nf4_weight_sizes(model: torch.nn.Module) -> list[int]:
     return [m.weight.numel() for m in model.modules() if isinstance(m, LoRALinear) and nf4_block_sizes(m.weight.numel())]
 
 
-def _dequantized_nf4_bytes(model: torch.nn.Module, dtype: torch.dtype) -> int:
-    return sum(_nf4_weight_sizes(model)) * _element_size(dtype)
-
-
 def _element_size(dtype: torch.dtype) -> int:
     return torch.empty((), dtype=dtype, device="meta").element_size()
 
