@@ -1,4 +1,5 @@
-/* bf16 <-> fp32 for the C kernels: widening is exact; narrowing rounds to nearest even, NaN stays NaN. */
+/* Loads and stores of the C kernels' element types as fp32: bf16 widens exactly and narrows to nearest even
+ * (NaN stays NaN); fp32 passes through. Kernels written once as macros take one pair or the other. */
 #ifndef TORCHTUNE_LITE_BF16_H
 #define TORCHTUNE_LITE_BF16_H
 #include <stdint.h>
@@ -17,5 +18,8 @@ static inline uint16_t float_to_bf16(float f) {
   uint32_t rounded = (u + 0x7FFFu + ((u >> 16) & 1u)) >> 16;
   return (uint16_t)(f != f ? 0x7FC0u : rounded);
 }
+
+#define LOAD_F32(v) (v)
+#define STORE_F32(v) (v)
 
 #endif

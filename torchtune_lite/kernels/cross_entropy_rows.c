@@ -73,8 +73,5 @@ static inline float exp_nonpositive(float x) {
     }                                                                                          \
   }
 
-#define LOAD_F32(v) (v)
-#define STORE_F32(v) (v)
-
 ROW_KERNEL(ttl_cross_entropy_rows_bf16, uint16_t, bf16_to_float, float_to_bf16)
 ROW_KERNEL(ttl_cross_entropy_rows_f32, float, LOAD_F32, STORE_F32)

@@ -14,9 +14,6 @@
 
 #include "bf16.h"
 
-#define LOAD_F32(v) (v)
-#define STORE_F32(v) (v)
-
 #define RMS_NORM_KERNELS(SUFFIX, T, LOAD, STORE)                                                          \
   void ttl_rms_norm_forward_##SUFFIX(const T* x, const float* w, int64_t rows, int64_t dim, float eps,   \
                                      T* y, float* inv_rms) {                                             \

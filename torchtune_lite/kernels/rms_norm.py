@@ -2,7 +2,7 @@
 
 On the 58M benchmark model in bf16 the torch ops of one RMSNorm (fp32 upcast, square, mean, rsqrt, two
 multiplies, downcast, and autograd's backward of each) took ~13 ms of one thread per call, 17 calls a step.
-Both functions return None where the kernel cannot run; `modules.RMSNorm` then keeps its torch ops.
+`runs_on` says where the kernels run; elsewhere `modules.RMSNorm` keeps its torch ops.
 """
 
 import ctypes
@@ -30,10 +30,11 @@ def runs_on(x: torch.Tensor) -> bool:
     )
 
 
-def rms_norm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float) -> Optional[tuple[torch.Tensor, torch.Tensor]]:
-    """x: [rows, dim] contiguous, weight: [dim] fp32 -> (y: [rows, dim] in x's dtype, inv_rms: [rows] fp32), or None."""
-    if not runs_on(x):
-        return None
+def rms_norm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """x: [rows, dim] contiguous, weight: [dim] fp32 -> (y: [rows, dim] in x's dtype, inv_rms: [rows] fp32).
+
+    Only call where `runs_on(x)` (the caller checks once and keeps its torch ops otherwise).
+    """
     fn = c_library.function(_SOURCE, f"ttl_rms_norm_forward_{_SUFFIX[x.dtype]}", _FORWARD_ARGS)
     rows, dim = x.shape
     y, inv_rms = torch.empty_like(x), torch.empty(rows, dtype=torch.float32)

@@ -29,7 +29,7 @@ class RMSNorm(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: [..., dim] -> [..., dim] in x's dtype."""
         if runs_on(x):
-            return _FusedRMSNorm.apply(x, self.scale, self.eps, self.unit_offset)
+            return _FusedRMSNorm.apply(x, self._weight(), self.eps)
         x_fp32 = x.float()
         normed = x_fp32 * torch.rsqrt(x_fp32.pow(2).mean(-1, keepdim=True) + self.eps)
         return (normed * self._weight()).to(x.dtype)
@@ -40,15 +40,15 @@ class RMSNorm(nn.Module):
 
 
 class _FusedRMSNorm(torch.autograd.Function):
-    """RMSNorm through the C kernels; saves x and one fp32 inverse RMS per row for backward."""
+    """RMSNorm through the C kernels, given the fp32 factor `weight` (autograd takes its gradient on to
+    `scale`); saves x and one fp32 inverse RMS per row for backward."""
 
     @staticmethod
-    def forward(ctx, x, scale, eps: float, unit_offset: bool):  # type: ignore[override]
-        weight = (1.0 + scale.float() if unit_offset else scale.float()).contiguous()
+    def forward(ctx, x, weight, eps: float):  # type: ignore[override]
         rows = x.reshape(-1, x.size(-1)).contiguous()
+        weight = weight.contiguous()
         y, inv_rms = rms_norm_forward(rows, weight, eps)
         ctx.save_for_backward(rows, weight, inv_rms)
-        ctx.scale_dtype = scale.dtype
         return y.view(x.shape)
 
     @staticmethod
@@ -56,5 +56,4 @@ class _FusedRMSNorm(torch.autograd.Function):
         rows, weight, inv_rms = ctx.saved_tensors
         grad_rows = grad.reshape(rows.shape).to(rows.dtype).contiguous()
         grad_x, grad_weight = rms_norm_backward(rows, weight, inv_rms, grad_rows, ctx.needs_input_grad[1])
-        grad_scale = grad_weight.to(ctx.scale_dtype) if grad_weight is not None else None
-        return grad_x.view(grad.shape), grad_scale, None, None
+        return grad_x.view(grad.shape), grad_weight, None
