@@ -7,6 +7,8 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
+from torchtune_lite.kernels import rope
+
 
 @dataclass(frozen=True)
 class Llama3RopeScaling:
@@ -85,8 +87,16 @@ class RotaryPositionalEmbeddings(nn.Module):
         self.cache = torch.stack([angles.cos(), angles.sin()], dim=-1)
 
     def forward(self, x: torch.Tensor, *, input_pos: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """x: [b, s, n_heads, head_dim]; input_pos: [b, s] or [s] positions (default 0..s-1) -> same shape as x."""
+        """x: [b, s, n_heads, head_dim]; input_pos: [b, s] or [s] positions (default 0..s-1) -> same shape as x.
+
+        On CPU the rotation is one C pass (`kernels/rope.c`) whose result is laid out as [b, n_heads, s, head_dim]
+        in memory, so the `transpose(1, 2)` attention applies gives contiguous heads for its matmuls.
+        """
         seq_len = x.size(1)
+        positions = self._fused_positions(x, input_pos)
+        if positions is not False:
+            table = self.cache if self.cache.dtype == torch.float32 else self.cache.float()  # after a model-wide .to()
+            return _RotatePairsFused.apply(x, table.contiguous(), positions)
         if input_pos is None:
             rope = self.cache[:seq_len].unsqueeze(0)  # [1, s, dim/2, 2]
         else:
@@ -97,6 +107,19 @@ class RotaryPositionalEmbeddings(nn.Module):
         cos = rope[..., :1].expand(*rope.shape).flatten(-2)
         sin = torch.stack([-rope[..., 1], rope[..., 1]], dim=-1).flatten(-2)
         return _RotatePairs.apply(x, cos.unsqueeze(2).to(x.dtype), sin.unsqueeze(2).to(x.dtype))
+
+
+    def _fused_positions(self, x: torch.Tensor, input_pos: Optional[torch.Tensor]) -> Union[torch.Tensor, None, bool]:
+        """The positions for the C kernel ([b or 1, s] int64, or None for 0..s-1), or False where it does not run
+        (other devices, dtypes, torch.compile, or positions outside the table, which the torch path reports)."""
+        if not rope.runs_on(x) or x.size(-1) != self.dim or x.size(1) > self.max_seq_len:
+            return False
+        if input_pos is None:
+            return None
+        positions = input_pos.to(torch.int64).reshape(-1, x.size(1)).contiguous()
+        if positions.size(0) not in (1, x.size(0)) or int(positions.min()) < 0 or int(positions.max()) >= self.max_seq_len:
+            return False
+        return positions.expand(x.size(0), -1)
 
 
 def _swap_pairs(x: torch.Tensor) -> torch.Tensor:
@@ -129,3 +152,22 @@ class _RotatePairs(torch.autograd.Function):
     def backward(ctx, grad):  # type: ignore[override]
         cos, sin = ctx.saved_tensors
         return torch.addcmul(grad * cos, _swap_pairs(grad), sin, value=-1), None, None
+
+
+class _RotatePairsFused(torch.autograd.Function):
+    """The rotation through the C kernel: forward writes [b, h, s, d] memory (viewed as [b, s, h, d]),
+    backward rotates the gradient back from whatever layout it arrives in. Saves only the positions."""
+
+    @staticmethod
+    def forward(ctx, x, table, positions):  # type: ignore[override]
+        out = torch.empty_permuted(x.shape, (0, 2, 1, 3), dtype=x.dtype, device=x.device)
+        ctx.save_for_backward(table, positions)
+        return rope.rotate(x, table, positions, out)
+
+    @staticmethod
+    def backward(ctx, grad):  # type: ignore[override]
+        table, positions = ctx.saved_tensors
+        if grad.stride(-1) != 1:
+            grad = grad.contiguous()
+        grad_x = torch.empty(grad.shape, dtype=grad.dtype, device=grad.device)
+        return rope.rotate(grad, table, positions, grad_x, inverse=True), None, None

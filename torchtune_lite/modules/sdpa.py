@@ -21,6 +21,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
+from torchtune_lite.kernels import attention_softmax
+
 # One layer's fp32 score matrix up to this size takes the batched-matmul path on CPU, in these dtypes.
 # fp32 stays on the flash kernel: there the batched path measured 0.5-0.8x its speed (benchmarks/attention.py).
 MATMUL_SCORES_MAX_BYTES = 32 * 2**20
@@ -52,13 +54,7 @@ def attention(
     if softcap is not None:
         return softcapped_attention(q, k, v, mask=mask, is_causal=is_causal, dropout_p=dropout_p, scale=scale, softcap=softcap)
     if use_matmul_attention(q, k, dropout_p):
-        if is_causal:
-            mask = torch.ones(q.size(2), k.size(2), dtype=torch.bool, device=q.device).tril()  # top-left aligned, as torch's is_causal
-        # A row with no allowed key needs its NaNs zeroed; compiled code zeroes always (no data-dependent branch).
-        empty_rows = mask is not None and mask.dtype == torch.bool and not is_causal
-        if empty_rows and not torch.compiler.is_compiling():
-            empty_rows = not bool(mask.any(-1).all())
-        return _MatmulAttention.apply(q, k, v, mask, empty_rows, scale)
+        return _MatmulAttention.apply(q, k, v, mask, is_causal, scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale)
 
 
@@ -100,38 +96,60 @@ def use_matmul_attention(q: torch.Tensor, k: torch.Tensor, dropout_p: float) -> 
 
 
 class _MatmulAttention(torch.autograd.Function):
-    """softmax(q k^T / sqrt(d) + mask) v with batched GEMMs and softmax kernels in the compute dtype.
+    """softmax(scale * q k^T + mask) v with batched GEMMs and the softmax in the compute dtype.
 
-    Few passes over the [b, h, s, kv] matrix: the mask (one in-place pass), softmax (bf16 in and out, fp32
-    math inside) and, in backward, torch's fused softmax backward. In bf16 the scores are rounded to bf16
-    before the softmax, as in Hugging Face's eager attention (the flash kernel keeps them in fp32).
-    Saves q, k, v and the probabilities P (compute dtype), as the math reference does.
+    The softmax, with the mask and the scale folded in, is one fused C pass forward and one backward on CPU
+    (`kernels.attention_softmax`); elsewhere torch's masked_fill, softmax and softmax backward. In bf16 the
+    scores are rounded to bf16 before the softmax, as in Hugging Face's eager attention (the flash kernel keeps
+    them in fp32). q, k, v are made contiguous once and saved so, with the probabilities P (compute dtype),
+    as the math reference does: the batched GEMMs would otherwise copy the transposed head layout on every use.
     Rows with every key masked give zeros (as torch's math kernel does), not NaN.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, empty_rows: bool, scale: Optional[float] = None):  # type: ignore[override]
+    def forward(ctx, q, k, v, mask, causal: bool, scale: Optional[float] = None):  # type: ignore[override]
         scale = q.size(-1) ** -0.5 if scale is None else scale
-        scores = torch.matmul(q * scale, k.transpose(-1, -2))  # [b, h, s, kv], compute dtype
-        if mask is not None and mask.dtype == torch.bool:
-            scores.masked_fill_(~mask, float("-inf"))
-        elif mask is not None:
-            scores.add_(mask)
-        probs = torch.softmax(scores, dim=-1)
-        if empty_rows:
-            probs.nan_to_num_(0.0)  # softmax over a row of -inf
+        q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        scores = torch.matmul(q, k.transpose(-1, -2))  # [b, h, s, kv], compute dtype
+        ctx.fused = attention_softmax.runs_on(scores, mask)
+        probs = (
+            attention_softmax.softmax_forward_(scores, scale, causal, mask) if ctx.fused
+            else _torch_softmax(scores, scale, causal, mask)
+        )
         out = torch.matmul(probs, v)
         ctx.save_for_backward(q, k, v, probs)
-        ctx.scale = scale
+        ctx.scale, ctx.causal = scale, causal
         return out
 
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         q, k, v, probs = ctx.saved_tensors
+        grad_out = grad_out.contiguous()
         grad_v = torch.matmul(probs.transpose(-1, -2), grad_out)
         grad_probs = torch.matmul(grad_out, v.transpose(-1, -2))
-        # P * (dP - rowsum(dP * P)) in one fused pass; aten's op because torch has no public softmax backward.
-        grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
-        grad_q = torch.matmul(grad_scores, k).mul_(ctx.scale)
-        grad_k = torch.matmul(grad_scores.transpose(-1, -2), q).mul_(ctx.scale)
+        if ctx.fused:
+            grad_scores = attention_softmax.softmax_backward_(probs, grad_probs, ctx.scale, ctx.causal)
+        else:
+            # P * (dP - rowsum(dP * P)) in one fused pass; aten's op because torch has no public softmax backward.
+            grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype).mul_(ctx.scale)
+        grad_q = torch.matmul(grad_scores, k)
+        grad_k = torch.matmul(grad_scores.transpose(-1, -2), q)
         return grad_q, grad_k, grad_v, None, None, None
+
+
+def _torch_softmax(scores: torch.Tensor, scale: float, causal: bool, mask: Optional[torch.Tensor]) -> torch.Tensor:
+    """softmax(scale * scores) over the keys `causal` or `mask` (bool or additive) leaves, by torch ops."""
+    scores.mul_(scale)
+    if causal:
+        mask = torch.ones(scores.size(-2), scores.size(-1), dtype=torch.bool, device=scores.device).tril()
+    if mask is not None and mask.dtype == torch.bool:
+        scores.masked_fill_(~mask, float("-inf"))
+    elif mask is not None:
+        scores.add_(mask)
+    probs = torch.softmax(scores, dim=-1)
+    # A row with no visible key (softmax over -inf: NaN) becomes zeros. Compiled code zeroes always (no
+    # data-dependent branch); a causal mask leaves none.
+    if mask is not None and mask.dtype == torch.bool and not causal:
+        if torch.compiler.is_compiling() or not bool(mask.any(-1).all()):
+            probs.nan_to_num_(0.0)
+    return probs

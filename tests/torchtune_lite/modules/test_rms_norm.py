@@ -5,18 +5,14 @@ import pytest
 import torch
 from transformers.models.llama.modeling_llama import LlamaRMSNorm
 
-from tests.conftest import C_COMPILER
 from torchtune_lite.kernels.rms_norm import runs_on
 from torchtune_lite.modules import RMSNorm
 
 
-@pytest.fixture(autouse=True, params=["c_kernel", "torch_ops"])
-def norm_path(request, monkeypatch):
-    if request.param == "c_kernel" and C_COMPILER is None:
-        pytest.skip("no C compiler here: the C kernels cannot build, only the torch ops run")
-    monkeypatch.setenv("TORCHTUNE_LITE_C_KERNELS", "1" if request.param == "c_kernel" else "0")
-    assert runs_on(torch.ones(2)) == (request.param == "c_kernel")  # the path under test is the one taken
-    return request.param
+@pytest.fixture(autouse=True)
+def norm_path(kernel_path):
+    assert runs_on(torch.ones(2)) == (kernel_path == "c_kernel")  # the path under test is the one taken
+    return kernel_path
 
 
 def test_matches_hf_rmsnorm():

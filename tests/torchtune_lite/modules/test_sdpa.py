@@ -17,7 +17,7 @@ B, H, S, D = 2, 4, 12, 8
 
 
 @pytest.fixture(params=["matmul", "flash"])
-def path(request, monkeypatch):
+def path(request, monkeypatch, kernel_path):  # the matmul path's softmax: C kernel or torch ops
     monkeypatch.setattr(sdpa, "MATMUL_SCORES_MAX_BYTES", 2**30 if request.param == "matmul" else 0)
     monkeypatch.setattr(sdpa, "MATMUL_DTYPES", (torch.bfloat16, torch.float32))  # fp32 checks it tightly
     return request.param
@@ -83,10 +83,11 @@ def test_bf16_is_close_to_fp32_reference(path, case):
     torch.testing.assert_close([t.float() for t in got], ref, rtol=3e-2, atol=3e-2)
 
 
-def test_rows_with_no_allowed_key_give_zeros_on_the_matmul_path(monkeypatch):
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_rows_with_no_allowed_key_give_zeros_on_the_matmul_path(monkeypatch, kernel_path, dtype):
     monkeypatch.setattr(sdpa, "MATMUL_SCORES_MAX_BYTES", 2**30)
-    monkeypatch.setattr(sdpa, "MATMUL_DTYPES", (torch.float32,))
-    q, k, v = _inputs(torch.float32)
+    monkeypatch.setattr(sdpa, "MATMUL_DTYPES", (dtype,))
+    q, k, v = _inputs(dtype)
     mask = _packed_mask()
     mask[:, :, 3] = False
     out, gq, gk, gv = _run(lambda a, b, c: attention(a, b, c, mask=mask), q, k, v)

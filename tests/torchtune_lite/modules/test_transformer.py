@@ -3,6 +3,7 @@ import torch
 
 from torchtune_lite.models.llama2 import llama2
 
+pytestmark = pytest.mark.usefixtures("kernel_path")  # the model on the C kernels and on the torch ops
 
 TINY = dict(vocab_size=64, num_layers=2, num_heads=4, embed_dim=32, intermediate_dim=48, max_seq_len=32, norm_eps=1e-5)
 

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils._python_dispatch import TorchDispatchMode  # no public API records the ops a call runs
 
-from tests.conftest import C_COMPILER
 from torchtune_lite.modules.peft.lora import LoRALinear
 from torchtune_lite.kernels import cross_entropy_rows_
 from torchtune_lite.training import linear_cross_entropy
@@ -18,12 +17,9 @@ from torchtune_lite.training.loss import ChunkedCrossEntropyLoss, plain_linear_w
 N, D, V = 29, 16, 53
 
 
-@pytest.fixture(autouse=True, params=["c_kernel", "torch_ops"])
-def chunk_kernel(request, monkeypatch):
-    if request.param == "c_kernel" and C_COMPILER is None:
-        pytest.skip("no C compiler here: the C kernels cannot build, only the torch ops run")
-    monkeypatch.setenv("TORCHTUNE_LITE_C_KERNELS", "1" if request.param == "c_kernel" else "0")
-    return request.param
+@pytest.fixture(autouse=True)
+def chunk_kernel(kernel_path):
+    return kernel_path
 
 
 def _data(dtype, seed=0):
