@@ -1,5 +1,5 @@
 """Resident memory and CPU time of the fused loss when its scored-token count changes every batch, with the
-projection's rows padded to a multiple of 64 (as shipped) against exact row counts (`_ROW_MULTIPLE = 1`).
+projection's rows padded to a multiple of 64 (as shipped) against exact row counts (`ROW_MULTIPLE = 1`).
 
     python benchmarks/memory_loss_row_counts.py [--vocab 1024] [--dim 256] [--tokens 4096] [--steps 40]
                                                [--dtype bf16] [--rounds 3]
@@ -50,7 +50,7 @@ def batches(args: argparse.Namespace):
 
 def loss_step(output: nn.Module, hidden: torch.Tensor, labels: torch.Tensor, row_multiple: int) -> float:
     """One forward+backward of the loss with rows padded to `row_multiple`; its CPU seconds."""
-    linear_cross_entropy._ROW_MULTIPLE = row_multiple
+    linear_cross_entropy.ROW_MULTIPLE = row_multiple
     start = time.process_time()
     ChunkedCrossEntropyLoss()(hidden, output, labels)[0].backward()
     output.weight.grad = hidden.grad = None

@@ -95,12 +95,12 @@ def _loss_and_logits_grad(
 # The projection's row count is rounded up to a multiple of this. The scored-token count changes every batch,
 # and every new matmul shape costs a compiled kernel (oneDNN keeps one per shape for bf16 on CPU, and its
 # long-lived allocations pin the freed activation blocks around them: +17 MiB resident per step on tiny/pretrain).
-_ROW_MULTIPLE = 64
+ROW_MULTIPLE = 64
 
 
 def _scored_rows(values: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """values: [n, ...], keep: [m] row indices -> [m rounded up to _ROW_MULTIPLE, ...], the kept rows, then zeros."""
-    out = values.new_empty(keep.numel() + (-keep.numel() % _ROW_MULTIPLE), *values.shape[1:])
+    """values: [n, ...], keep: [m] row indices -> [m rounded up to ROW_MULTIPLE, ...], the kept rows, then zeros."""
+    out = values.new_empty(keep.numel() + (-keep.numel() % ROW_MULTIPLE), *values.shape[1:])
     out[keep.numel() :].zero_()
     torch.index_select(values, 0, keep, out=out[: keep.numel()])
     return out

@@ -16,7 +16,7 @@ from torch import nn
 from torch.utils.checkpoint import checkpoint
 
 from torchtune_lite.data.collate import CROSS_ENTROPY_IGNORE_IDX as IGNORE_INDEX  # the label the data masks with
-from torchtune_lite.training.linear_cross_entropy import fused_linear_cross_entropy
+from torchtune_lite.training.linear_cross_entropy import ROW_MULTIPLE, fused_linear_cross_entropy
 
 
 def shift_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -99,8 +99,11 @@ class ChunkedCrossEntropyLoss(nn.Module):
         self.fused_chunk_bytes = fused_chunk_mb * 2**20
 
     def fused_chunk_tokens(self, vocab: int) -> int:
-        """Tokens the fused path projects at once: as many as have fp32 logits within `fused_chunk_mb`."""
-        return max(1, int(self.fused_chunk_bytes // (vocab * 4)))
+        """Tokens the fused path projects at once: as many as have fp32 logits within `fused_chunk_mb`, rounded
+        down to a multiple of 64 rows (the matmul's tile: on a bf16 AMX CPU [512, 512] x [512, 32000] ran at
+        1.1-1.2x the rate of 500 or 524 rows)."""
+        tokens = max(1, int(self.fused_chunk_bytes // (vocab * 4)))
+        return tokens - tokens % ROW_MULTIPLE if tokens >= ROW_MULTIPLE else tokens
 
     def forward(self, hidden: torch.Tensor, output: nn.Module, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if hidden.dim() != 3 or labels.shape != hidden.shape[:2]:

@@ -155,7 +155,7 @@ def test_matmul_row_counts_are_a_multiple_of_64_and_padding_changes_nothing(scor
         got = _grads(lambda h, w: fused_linear_cross_entropy(h, w, labels, -100, 1000), hidden, weight)
     assert record.rows == {-(-scored // 64) * 64}
     torch.testing.assert_close(got, _grads(lambda h, w: _reference(h, w, labels), hidden, weight), rtol=1e-5, atol=1e-5)
-    monkeypatch.setattr(linear_cross_entropy, "_ROW_MULTIPLE", 1)
+    monkeypatch.setattr(linear_cross_entropy, "ROW_MULTIPLE", 1)
     with _RecordMatmulRows() as record:
         unpadded = _grads(lambda h, w: fused_linear_cross_entropy(h, w, labels, -100, 1000), hidden, weight)
     assert record.rows == {scored}
