@@ -10,12 +10,13 @@
  *   key becomes all zeros (torch's math kernel gives NaN there; zeros are its nan_to_num).
  * Backward, in place over dP:  dP <- scale * P * (dP - sum_j dP_j P_j), i.e. the gradient of the
  *   pre-scale scores, with the scale folded in so no separate pass multiplies dq and dk.
- * One read and one write of each row against torch's masked_fill, softmax and scale passes. A causal
- * row touches only its visible keys for the exponentials.
+ * One read and one write of each row against torch's masked_fill, softmax and scale passes; exponentials
+ * are computed once, into an fp32 scratch row, and a causal row computes them for its visible keys only.
  * Plain C, no torch headers (see c_library.py for how it is built and called).
  */
 #include <math.h>
 #include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "bf16.h"
@@ -25,6 +26,8 @@
   void ttl_attention_softmax_forward_##SUFFIX(T* x, int64_t first_row, int64_t rows, int64_t kv, int64_t s,     \
                                                int64_t heads, float scale, int causal, const uint8_t* mask,      \
                                                int64_t mask_batch_stride, int64_t mask_row_stride) {             \
+    float* e = (float*)malloc((size_t)kv * sizeof(float)); /* one row's exponentials */                          \
+    if (!e) return;                                                                                             \
     for (int64_t r = 0; r < rows; ++r) {                                                                        \
       const int64_t global = first_row + r, i = global % s;                                                     \
       T* row = x + r * kv;                                                                                      \
@@ -51,25 +54,20 @@
       float sum = 0.0f;                                                                                         \
       if (allowed) {                                                                                            \
         _Pragma("omp simd reduction(+ : sum)") for (int64_t j = 0; j < n; ++j) {                                \
-          sum += allowed[j] ? exp_nonpositive(LOAD(row[j]) * scale - ms) : 0.0f;                                \
+          e[j] = allowed[j] ? exp_nonpositive(LOAD(row[j]) * scale - ms) : 0.0f;                                \
+          sum += e[j];                                                                                          \
         }                                                                                                       \
       } else {                                                                                                  \
         _Pragma("omp simd reduction(+ : sum)") for (int64_t j = 0; j < n; ++j) {                                \
-          sum += exp_nonpositive(LOAD(row[j]) * scale - ms);                                                    \
+          e[j] = exp_nonpositive(LOAD(row[j]) * scale - ms);                                                    \
+          sum += e[j];                                                                                          \
         }                                                                                                       \
       }                                                                                                         \
       const float inv = 1.0f / sum;                                                                             \
-      if (allowed) {                                                                                            \
-        _Pragma("omp simd") for (int64_t j = 0; j < n; ++j) {                                                   \
-          row[j] = STORE(allowed[j] ? exp_nonpositive(LOAD(row[j]) * scale - ms) * inv : 0.0f);                 \
-        }                                                                                                       \
-      } else {                                                                                                  \
-        _Pragma("omp simd") for (int64_t j = 0; j < n; ++j) {                                                   \
-          row[j] = STORE(exp_nonpositive(LOAD(row[j]) * scale - ms) * inv);                                     \
-        }                                                                                                       \
-      }                                                                                                         \
+      _Pragma("omp simd") for (int64_t j = 0; j < n; ++j) row[j] = STORE(e[j] * inv);                           \
       for (int64_t j = n; j < kv; ++j) row[j] = ZERO;                                                           \
     }                                                                                                           \
+    free(e);                                                                                                    \
   }                                                                                                             \
   void ttl_attention_softmax_backward_##SUFFIX(const T* p, T* dp, int64_t first_row, int64_t rows, int64_t kv,  \
                                                 int64_t s, float scale, int causal) {                           \
