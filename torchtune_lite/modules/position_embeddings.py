@@ -108,7 +108,6 @@ class RotaryPositionalEmbeddings(nn.Module):
         sin = torch.stack([-rope[..., 1], rope[..., 1]], dim=-1).flatten(-2)
         return _RotatePairs.apply(x, cos.unsqueeze(2).to(x.dtype), sin.unsqueeze(2).to(x.dtype))
 
-
     def _fused_positions(self, x: torch.Tensor, input_pos: Optional[torch.Tensor]) -> Union[torch.Tensor, None, bool]:
         """The positions for the C kernel ([b or 1, s] int64, or None for 0..s-1), or False where it does not run
         (other devices, dtypes, torch.compile, or positions outside the table, which the torch path reports)."""
@@ -156,7 +155,7 @@ class _RotatePairs(torch.autograd.Function):
 
 class _RotatePairsFused(torch.autograd.Function):
     """The rotation through the C kernel: forward writes [b, h, s, d] memory (viewed as [b, s, h, d]),
-    backward rotates the gradient back from whatever layout it arrives in. Saves only the positions."""
+    backward rotates the gradient back from whatever layout it arrives in. Saves only the table and positions."""
 
     @staticmethod
     def forward(ctx, x, table, positions):  # type: ignore[override]
