@@ -2,8 +2,9 @@
 
 `attention(q, k, v, ...)` is `F.scaled_dot_product_attention` with these choices:
 
-* Grouped-query k/v heads are expanded to one per query head here. torch's CPU flash kernel takes
-  `enable_gqa`, but no other kernel does; expanded inputs reach every kernel (and k/v are small).
+* Grouped-query k/v heads: the batched-matmul path below multiplies each k/v head with its group's query
+  heads stacked as one matrix, so k and v are never copied per query head; for the other paths they are
+  expanded to one per query head here (torch's CPU flash kernel takes `enable_gqa`, but no other kernel does).
 * On CPU in bf16/fp16, when one layer's score matrix [b, h, s, kv] is small (short sequences: up to
   about 512 tokens at batch 4 and 8 heads), the matmuls of attention run as whole batched GEMMs in the
   compute dtype (`_MatmulAttention`), which is faster than torch's flash kernel for CPU at these sizes
@@ -49,13 +50,13 @@ def attention(
     before the mask.
     """
     k, v = k.to(q.dtype), v.to(q.dtype)
+    if softcap is None and use_matmul_attention(q, k, dropout_p):
+        return _MatmulAttention.apply(q, k, v, mask, is_causal, scale)  # takes grouped k/v heads as they are
     if k.size(1) != q.size(1):
         groups = q.size(1) // k.size(1)
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
     if softcap is not None:
         return softcapped_attention(q, k, v, mask=mask, is_causal=is_causal, dropout_p=dropout_p, scale=scale, softcap=softcap)
-    if use_matmul_attention(q, k, dropout_p):
-        return _MatmulAttention.apply(q, k, v, mask, is_causal, scale)
     return F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout_p, is_causal=is_causal, scale=scale)
 
 
@@ -111,13 +112,15 @@ class _MatmulAttention(torch.autograd.Function):
     def forward(ctx, q, k, v, mask, causal: bool, scale: Optional[float] = None):  # type: ignore[override]
         scale = q.size(-1) ** -0.5 if scale is None else scale
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        scores = torch.matmul(q, k.transpose(-1, -2))  # [b, h, s, kv], compute dtype
+        # Query head j reads k/v head j // groups: [b, h, s, d] memory is [b, h_kv, groups * s, d], so each
+        # k/v head meets its whole group in one GEMM and the [b, h, s, kv] results need no reordering.
+        scores = torch.matmul(_by_kv_head(q, k), k.transpose(-1, -2)).view(*q.shape[:3], k.size(2))
         ctx.fused = attention_softmax.runs_on(scores, mask)
         probs = (
             attention_softmax.softmax_forward_(scores, scale, causal, mask) if ctx.fused
             else _torch_softmax(scores, scale, causal, mask)
         )
-        out = torch.matmul(probs, v)
+        out = torch.matmul(_by_kv_head(probs, k), v).view(q.shape)
         ctx.save_for_backward(q, k, v, probs)
         ctx.scale, ctx.causal = scale, causal
         return out
@@ -125,17 +128,25 @@ class _MatmulAttention(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad_out):  # type: ignore[override]
         q, k, v, probs = ctx.saved_tensors
-        grad_out = grad_out.contiguous()
-        grad_v = torch.matmul(probs.transpose(-1, -2), grad_out)
-        grad_probs = torch.matmul(grad_out, v.transpose(-1, -2))
+        grad_out = _by_kv_head(grad_out.contiguous(), k)
+        grad_v = torch.matmul(_by_kv_head(probs, k).transpose(-1, -2), grad_out)  # sums over each group
+        grad_probs = torch.matmul(grad_out, v.transpose(-1, -2)).view(probs.shape)
         if ctx.fused:
             grad_scores = attention_softmax.softmax_backward_(probs, grad_probs, ctx.scale, ctx.causal)
         else:
             # P * (dP - rowsum(dP * P)) in one fused pass; aten's op because torch has no public softmax backward.
             grad_scores = torch.ops.aten._softmax_backward_data(grad_probs, probs, -1, probs.dtype).mul_(ctx.scale)
-        grad_q = torch.matmul(grad_scores, k)
-        grad_k = torch.matmul(grad_scores.transpose(-1, -2), q)
+        grad_scores = _by_kv_head(grad_scores, k)
+        grad_q = torch.matmul(grad_scores, k).view(q.shape)
+        grad_k = torch.matmul(grad_scores.transpose(-1, -2), _by_kv_head(q, k))
         return grad_q, grad_k, grad_v, None, None, None
+
+
+def _by_kv_head(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Contiguous x: [b, h, s, n] viewed as [b, h_kv, (h / h_kv) * s, n], h_kv = k.size(1): each k/v head's
+    query heads as one matrix (the identity view without grouping)."""
+    b, h, s, n = x.shape
+    return x.view(b, k.size(1), h // k.size(1) * s, n)
 
 
 def _torch_softmax(scores: torch.Tensor, scale: float, causal: bool, mask: Optional[torch.Tensor]) -> torch.Tensor:
