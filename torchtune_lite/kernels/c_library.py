@@ -57,11 +57,17 @@ def load(source: Path) -> Optional[ctypes.CDLL]:
 
 def function(source: Path, name: str, argtypes: list) -> Optional[Callable]:
     """C function `name` of `source`'s library with its ctypes signature, or None when the library is missing."""
+    return _function(source, name, tuple(argtypes))
+
+
+@functools.lru_cache(maxsize=None)
+def _function(source: Path, name: str, argtypes: tuple) -> Optional[Callable]:
+    # Cached: kernels are called about a thousand times a step, and ctypes' lookup is not free.
     library = load(source)
     if library is None:
         return None
     fn = getattr(library, name)
-    fn.argtypes, fn.restype = argtypes, None
+    fn.argtypes, fn.restype = list(argtypes), None
     return fn
 
 
