@@ -10,8 +10,8 @@
  * permute (AVX-512), fp32 by 8- or 16-lane permutes. The widest path the CPU runs is chosen at run time
  * (`__builtin_cpu_supports` + per-function target attributes), so one build serves AVX2-only and AVX-512
  * machines; callers may ask for a narrower path (tests cover each one on one machine).
- * A block with a NaN absmax or scale returns 1 before writing anything: the caller's torch ops then reproduce
- * torchao's exact NaN bits.
+ * A NaN absmax or scale makes a function return 1 (its output then partly written): the caller's torch ops
+ * redo the whole weight and reproduce torchao's exact NaN bits.
  * Plain C, no torch headers (see c_library.py for how it is built and called).
  */
 #include <math.h>
@@ -135,7 +135,27 @@ int ttl_nf4_quantize_f32(const float* w, int64_t n_blocks, int64_t block_size, c
 
 /* ---- dequantize ---- */
 
-/* The 16 results of one block: T(code_value[k] * s). */
+/* The 16 results of one block: T(code_value[k] * s). bf16's are rounded 16 lanes at a time where the CPU has
+ * AVX2 (rounding one at a time took most of the time of a bf16 dequantize). */
+#ifdef TTL_X86
+/* float_to_bf16 on 8 lanes, results in the low half of each int32 lane. */
+TARGET_AVX2 static inline __m256i bf16_bits8(__m256 f) {
+  const __m256i u = _mm256_castps_si256(f);
+  const __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(u, 16), _mm256_set1_epi32(1));
+  const __m256i r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, _mm256_set1_epi32(0x7FFF)), lsb), 16);
+  return _mm256_blendv_epi8(r, _mm256_set1_epi32(0x7FC0), _mm256_castps_si256(_mm256_cmp_ps(f, f, _CMP_UNORD_Q)));
+}
+
+TARGET_AVX2 static inline void table_bf16_avx2(const float* codes, float s, uint16_t* tab) {
+  const __m256 scale = _mm256_set1_ps(s);
+  const __m256i lo = bf16_bits8(_mm256_mul_ps(_mm256_loadu_ps(codes), scale));
+  const __m256i hi = bf16_bits8(_mm256_mul_ps(_mm256_loadu_ps(codes + 8), scale));
+  /* packus interleaves 128-bit lanes: the permute puts the 16 results back in order; one 32-byte store,
+   * which the lookups read back with one 32-byte load */
+  _mm256_storeu_si256((__m256i*)tab, _mm256_permute4x64_epi64(_mm256_packus_epi32(lo, hi), 0xD8));
+}
+#endif
+
 static inline void table_bf16(const float* codes, float s, uint16_t* tab) {
   for (int k = 0; k < 16; ++k) tab[k] = float_to_bf16(codes[k] * s);
 }
@@ -156,6 +176,7 @@ static inline void table_f32(const float* codes, float s, float* tab) {
   }
 LOOKUP_SCALAR(16, uint16_t)
 LOOKUP_SCALAR(32, float)
+#define LOOKUP_NONE(tab, p, n, o) ((int64_t)0)
 
 #ifdef TTL_X86
 /* The 32 codes of 16 packed bytes, in order, as bytes of a 256-bit register. */
@@ -166,11 +187,14 @@ TARGET_AVX2 static inline __m256i codes32(const uint8_t* p) {
 }
 
 /* 16-bit results: the table's low and high bytes are two 16-byte shuffle tables; 32 values per step. */
-TARGET_AVX2 static int64_t lookup16_avx2(const uint16_t* tab, const uint8_t* p, int64_t n, uint16_t* o) {
-  uint8_t lo_bytes[16], hi_bytes[16];
-  for (int k = 0; k < 16; ++k) lo_bytes[k] = (uint8_t)tab[k], hi_bytes[k] = (uint8_t)(tab[k] >> 8);
-  const __m256i lo_tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)lo_bytes));
-  const __m256i hi_tab = _mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i*)hi_bytes));
+TARGET_AVX2 static inline int64_t lookup16_avx2(const uint16_t* tab, const uint8_t* p, int64_t n, uint16_t* o) {
+  /* per 128-bit lane: low bytes of its 8 entries, then high bytes; the permute gathers all 16 low bytes in
+   * lane 0 and all high bytes in lane 1, then each is copied to both lanes */
+  const __m256i split = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+                                         0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  const __m256i bytes = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(_mm256_loadu_si256((const __m256i*)tab), split), 0xD8);
+  const __m256i lo_tab = _mm256_permute2x128_si256(bytes, bytes, 0x00);
+  const __m256i hi_tab = _mm256_permute2x128_si256(bytes, bytes, 0x11);
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) {
     const __m256i c = codes32(p + j);
@@ -184,7 +208,7 @@ TARGET_AVX2 static int64_t lookup16_avx2(const uint16_t* tab, const uint8_t* p, 
 }
 
 /* fp32 results: two 8-entry permutes, bit 3 of the code (moved to the sign bit) picks between them. */
-TARGET_AVX2 static int64_t lookup32_avx2(const float* tab, const uint8_t* p, int64_t n, float* o) {
+TARGET_AVX2 static inline int64_t lookup32_avx2(const float* tab, const uint8_t* p, int64_t n, float* o) {
   const __m256 lo8 = _mm256_loadu_ps(tab), hi8 = _mm256_loadu_ps(tab + 8);
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) {
@@ -202,11 +226,9 @@ TARGET_AVX2 static int64_t lookup32_avx2(const float* tab, const uint8_t* p, int
 }
 
 /* 16-bit results: one 32-lane word permute per 32 values. */
-TARGET_AVX512 static int64_t lookup16_avx512(const uint16_t* tab, const uint8_t* p, int64_t n, uint16_t* o) {
-  uint16_t tab32[32];
-  memcpy(tab32, tab, 32);
-  memcpy(tab32 + 16, tab, 32);
-  const __m512i t = _mm512_loadu_si512(tab32);
+TARGET_AVX512 static inline int64_t lookup16_avx512(const uint16_t* tab, const uint8_t* p, int64_t n, uint16_t* o) {
+  const __m256i t16 = _mm256_loadu_si256((const __m256i*)tab);
+  const __m512i t = _mm512_inserti64x4(_mm512_castsi256_si512(t16), t16, 1);
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) {
     _mm512_storeu_si512(o + 2 * j, _mm512_permutexvar_epi16(_mm512_cvtepu8_epi16(codes32(p + j)), t));
@@ -215,7 +237,7 @@ TARGET_AVX512 static int64_t lookup16_avx512(const uint16_t* tab, const uint8_t*
 }
 
 /* fp32 results: one 16-lane permute per 16 values. */
-TARGET_AVX512 static int64_t lookup32_avx512(const float* tab, const uint8_t* p, int64_t n, float* o) {
+TARGET_AVX512 static inline int64_t lookup32_avx512(const float* tab, const uint8_t* p, int64_t n, float* o) {
   const __m512 t = _mm512_loadu_ps(tab);
   int64_t j = 0;
   for (; j + 16 <= n; j += 16) {
@@ -244,41 +266,69 @@ int ttl_nf4_widest_path(void) {
   return widest;
 }
 
-#ifdef TTL_X86
-#define WIDE_LOOKUP(BITS, tab, p, n, o, path)                                                   \
-  ((path) == PATH_AVX512 ? lookup##BITS##_avx512(tab, p, n, o)                                  \
-   : (path) == PATH_AVX2 ? lookup##BITS##_avx2(tab, p, n, o) : (int64_t)0)
-#else
-#define WIDE_LOOKUP(BITS, tab, p, n, o, path) ((int64_t)0)
-#endif
-
-/* packed: [n_blocks * block_size / 2]; scales: [n_blocks] in the weight dtype; codes: the 16 code values as
- * float; out: [n_blocks * block_size]; path: the widest path wanted (lowered to what the CPU runs). */
-#define DEQUANTIZE(SUFFIX, T, SCALE_TO_FLOAT, IS_NAN, TABLE, BITS)                                           \
-  int ttl_nf4_dequantize_##SUFFIX(const uint8_t* packed, const T* scales, const float* codes, int64_t n_blocks, \
-                                  int64_t block_size, int path, T* out) {                                  \
-    for (int64_t b = 0; b < n_blocks; ++b)                                                                 \
-      if (IS_NAN(scales[b])) return 1;                                                                     \
-    const int widest = ttl_nf4_widest_path();                                                              \
-    path = path < widest ? path : widest;                                                                  \
-    const int64_t n = block_size / 2;                                                                      \
-    T tab[16];                                                                                             \
-    for (int64_t b = 0; b < n_blocks; ++b) {                                                               \
-      const uint8_t* p = packed + b * n;                                                                   \
-      T* o = out + b * block_size;                                                                         \
-      TABLE(codes, SCALE_TO_FLOAT(scales[b]), tab);                                                        \
-      lookup##BITS##_scalar(tab, p, WIDE_LOOKUP(BITS, tab, p, n, o, path), n, o);                           \
-    }                                                                                                      \
-    return 0;                                                                                              \
+/* Blocks [first, first + n_blocks) of a weight on one path, every helper inlined into the loop. Block b's scale
+ * is torchao's double-quantized one, by the same ops in the same dtype as its dequantize_scalers:
+ * T(T(q[b] / factor[b / scaler_block_size]) + mean). */
+#define BLOCK_LOOP(NAME, ATTR, T, TO_FLOAT, FROM_FLOAT, IS_NAN, TABLE, LOOKUP, TAIL)                               \
+  ATTR static int NAME(const uint8_t* packed, const int8_t* q, const T* factor, float mean, int64_t scaler_block_size, \
+                       const float* codes, int64_t first, int64_t n_blocks, int64_t block_size, T* out) {           \
+    const int64_t n = block_size / 2;                                                                            \
+    T tab[16];                                                                                                   \
+    int64_t scaler = first / scaler_block_size, left = scaler_block_size - first % scaler_block_size;            \
+    for (int64_t b = first; b < first + n_blocks; ++b) {                                                         \
+      const T scale = FROM_FLOAT(TO_FLOAT(FROM_FLOAT((float)q[b] / TO_FLOAT(factor[scaler]))) + mean);           \
+      if (--left == 0) ++scaler, left = scaler_block_size;                                                       \
+      if (IS_NAN(scale)) return 1;                                                                               \
+      const uint8_t* p = packed + b * n;                                                                         \
+      T* o = out + b * block_size;                                                                               \
+      TABLE(codes, TO_FLOAT(scale), tab);                                                                        \
+      TAIL(tab, p, LOOKUP(tab, p, n, o), n, o);                                                                  \
+    }                                                                                                            \
+    return 0;                                                                                                    \
   }
 
 #define BF16_IS_NAN(h) (((h) & 0x7FFFu) > 0x7F80u)
 #define F16_IS_NAN(h) (((h) & 0x7FFFu) > 0x7C00u)
 #define F32_IS_NAN(f) ((f) != (f))
+#define BF16_OPS uint16_t, bf16_to_float, float_to_bf16, BF16_IS_NAN
+#define F16_OPS uint16_t, f16_to_float, float_to_f16, F16_IS_NAN
+#define F32_OPS float, LOAD_F32, STORE_F32, F32_IS_NAN
+#define NO_TARGET
+#define BLOCKS(...) BLOCK_LOOP(__VA_ARGS__) /* one more expansion, so the *_OPS lists split into arguments */
 
-DEQUANTIZE(bf16, uint16_t, bf16_to_float, BF16_IS_NAN, table_bf16, 16)
-DEQUANTIZE(f16, uint16_t, f16_to_float, F16_IS_NAN, table_f16, 16)
-DEQUANTIZE(f32, float, LOAD_F32, F32_IS_NAN, table_f32, 32)
+BLOCKS(blocks_bf16_scalar, NO_TARGET, BF16_OPS, table_bf16, LOOKUP_NONE, lookup16_scalar)
+BLOCKS(blocks_f16_scalar, NO_TARGET, F16_OPS, table_f16, LOOKUP_NONE, lookup16_scalar)
+BLOCKS(blocks_f32_scalar, NO_TARGET, F32_OPS, table_f32, LOOKUP_NONE, lookup32_scalar)
+#ifdef TTL_X86
+BLOCKS(blocks_bf16_avx2, TARGET_AVX2, BF16_OPS, table_bf16_avx2, lookup16_avx2, lookup16_scalar)
+BLOCKS(blocks_f16_avx2, TARGET_AVX2, F16_OPS, table_f16, lookup16_avx2, lookup16_scalar)
+BLOCKS(blocks_f32_avx2, TARGET_AVX2, F32_OPS, table_f32, lookup32_avx2, lookup32_scalar)
+BLOCKS(blocks_bf16_avx512, TARGET_AVX512, BF16_OPS, table_bf16_avx2, lookup16_avx512, lookup16_scalar)
+BLOCKS(blocks_f16_avx512, TARGET_AVX512, F16_OPS, table_f16, lookup16_avx512, lookup16_scalar)
+BLOCKS(blocks_f32_avx512, TARGET_AVX512, F32_OPS, table_f32, lookup32_avx512, lookup32_scalar)
+#define ON_PATH(SUFFIX, path, ...)                                                          \
+  ((path) == PATH_AVX512 ? blocks_##SUFFIX##_avx512(__VA_ARGS__)                             \
+   : (path) == PATH_AVX2 ? blocks_##SUFFIX##_avx2(__VA_ARGS__) : blocks_##SUFFIX##_scalar(__VA_ARGS__))
+#else
+#define ON_PATH(SUFFIX, path, ...) blocks_##SUFFIX##_scalar(__VA_ARGS__)
+#endif
+
+/* packed: [all blocks * block_size / 2]; q: int8 [all blocks]; factor: [all blocks / scaler_block_size] and
+ * mean: [1] in the weight dtype; codes: the 16 code values as float; out: [all blocks * block_size]; the
+ * blocks written are [first, first + n_blocks); path: the widest path wanted (lowered to what the CPU runs). */
+#define DEQUANTIZE(SUFFIX, T, TO_FLOAT)                                                                         \
+  int ttl_nf4_dequantize_##SUFFIX(const uint8_t* packed, const int8_t* q, const T* factor, const T* mean,        \
+                                  int64_t scaler_block_size, const float* codes, int64_t first, int64_t n_blocks, \
+                                  int64_t block_size, int path, T* out) {                                    \
+    const int widest = ttl_nf4_widest_path();                                                                \
+    path = path < widest ? path : widest;                                                                    \
+    return ON_PATH(SUFFIX, path, packed, q, factor, TO_FLOAT(*mean), scaler_block_size, codes, first, n_blocks, \
+                   block_size, out);                                                                         \
+  }
+
+DEQUANTIZE(bf16, uint16_t, bf16_to_float)
+DEQUANTIZE(f16, uint16_t, f16_to_float)
+DEQUANTIZE(f32, float, LOAD_F32)
 
 /* Asks Linux to back a fresh, untouched buffer with 2 MB pages: first-touch page faults on 4 KB pages cost
  * more than dequantizing into them. A hint only; a no-op elsewhere or when transparent huge pages are off. */

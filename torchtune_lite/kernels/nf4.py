@@ -69,20 +69,29 @@ def quantize_blocks(blocks: torch.Tensor, codes_of: torch.Tensor) -> Optional[tu
 
 
 def dequantize_blocks(
-    packed: torch.Tensor, scales: torch.Tensor, codes: torch.Tensor, out: torch.Tensor, path: Optional[str] = None
+    packed: torch.Tensor,
+    quantized_scalers: torch.Tensor,
+    quantization_factor: torch.Tensor,
+    scaler_mean: torch.Tensor,
+    scaler_block_size: int,
+    codes: torch.Tensor,
+    out: torch.Tensor,
+    path: Optional[str] = None,
 ) -> bool:
-    """Writes `out: [n_blocks, block_size]` (contiguous, where `runs_on(out)`) from `packed: [n_blocks * block_size / 2]`
-    uint8, `scales: [n_blocks]` in out's dtype and `codes: [16]` fp32 (the code values). Returns False when a
-    scale is NaN (out is then partly written). `path` (tests) asks for a narrower path than the widest.
+    """Writes `out: [n_blocks, block_size]` (contiguous, where `runs_on(out)`) from an NF4 weight's fields:
+    `packed: [n_blocks * block_size / 2]` uint8, `quantized_scalers: [n_blocks]` int8, `quantization_factor:
+    [n_blocks / scaler_block_size]` and `scaler_mean: []` in out's dtype; `codes: [16]` fp32, the code values.
+    Returns False when a block's scale is NaN (out is then partly written). `path` (tests) asks for a narrower
+    path than the widest.
     """
     n_blocks, block_size = out.shape
-    fn = _kernel(f"ttl_nf4_dequantize_{_SUFFIX[out.dtype]}", (_P, _P, _P, _I64, _I64, _INT, _P))
+    fn = _kernel(f"ttl_nf4_dequantize_{_SUFFIX[out.dtype]}", (_P, _P, _P, _P, _I64, _P, _I64, _I64, _I64, _INT, _P))
     level = PATHS.index(path or "avx512")
-    size = out.element_size()
+    fields = [t.contiguous() for t in (packed, quantized_scalers, quantization_factor, scaler_mean)]  # alive until return
+    pointers = [t.data_ptr() for t in fields]
 
     def run(lo: int, hi: int) -> int:
-        return fn(packed.data_ptr() + lo * (block_size // 2), scales.data_ptr() + lo * size, codes.data_ptr(),
-                  hi - lo, block_size, level, out.data_ptr() + lo * block_size * size)
+        return fn(*pointers, scaler_block_size, codes.data_ptr(), lo, hi - lo, block_size, level, out.data_ptr())
 
     return _all_parts_ran(run, n_blocks, out.numel())
 

@@ -249,33 +249,52 @@ def _block_scales(weight: NF4Tensor) -> torch.Tensor:
     return (q / weight.quantization_factor.unsqueeze(-1)).flatten().to(weight.dtype) + weight.scaler_mean
 
 
+def _layout_of(weight: NF4Tensor) -> tuple[torch.Size, torch.dtype, torch.device]:
+    """``weight``'s shape, dtype and device, read past torchao's ``__torch_function__``.
+
+    Through it each attribute costs ~4 us, more than the C kernel takes to dequantize a small weight. The guard
+    is private; torchao's own ``__torch_function__`` uses it for the same purpose, and no public API skips a
+    subclass's handler."""
+    with torch._C.DisableTorchFunctionSubclass():
+        return weight.shape, weight.dtype, weight.device
+
+
+def _has_our_layout(weight: NF4Tensor, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether our kernels handle ``weight`` (else torchao's own code does: odd blocks, other dtypes, meta)."""
+    return device.type != "meta" and weight.block_size % 2 == 0 and dtype in _PAIR_WORD
+
+
 def dequantize_nf4(weight: NF4Tensor) -> torch.Tensor:
     """Plain tensor equal to ``weight.get_original_weight()``: original dtype and device, shape ``weight.shape``."""
     if not isinstance(weight, NF4Tensor):
         raise TypeError(f"dequantize_nf4: expected an NF4Tensor, got {type(weight).__name__}; make one with quantize_nf4")
-    if weight.is_meta or weight.block_size % 2 or weight.dtype not in _PAIR_WORD:
+    shape, dtype, device = _layout_of(weight)
+    if not _has_our_layout(weight, dtype, device):
         return weight.get_original_weight()
-    out = torch.empty(weight.numel(), dtype=weight.dtype, device=weight.device)
+    out = torch.empty(shape, dtype=dtype, device=device)
     nf4_c.advise_huge_pages(out)
-    return _dequantize_into(weight, out).view(weight.shape)
+    return _dequantize_into(weight, out)
 
 
 def _dequantize_into(weight: NF4Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Dequantize ``weight`` into ``out: [numel]`` (its dtype/device) and return ``out``."""
-    dtype, block_size = weight.dtype, weight.block_size
+    """Dequantize ``weight`` into ``out`` (contiguous, its shape, dtype and device) and return ``out``."""
+    block_size = weight.block_size
+    out_blocks = out.view(-1, block_size)
+    # NaN scales (from NaN/inf weights) make the C kernel decline: torch's ops reproduce torchao's NaN bits.
+    if nf4_c.runs_on(out) and nf4_c.dequantize_blocks(
+        weight.quantized_data, weight.quantized_scalers, weight.quantization_factor, weight.scaler_mean,
+        weight.scaler_block_size, _code_values_fp32(out.dtype), out_blocks,
+    ):  # fmt: skip
+        return out
     with torch.no_grad():
         scales = _block_scales(weight)
         packed = weight.quantized_data.view(-1, block_size // 2)
-        out_blocks = out.view(-1, block_size)
-        # NaN scales (from NaN/inf weights) make the C kernel decline: torch's ops reproduce torchao's NaN bits.
-        if nf4_c.runs_on(out) and nf4_c.dequantize_blocks(packed.reshape(-1), scales, _code_values_fp32(dtype), out_blocks):
-            return out
-        table = _byte_to_pair_table(dtype, weight.device)
+        table = _byte_to_pair_table(out.dtype, out.device)
         rows = max(1, _CHUNK_NUMEL // block_size)
         for start in range(0, packed.shape[0], rows):
             out_rows = out_blocks[start : start + rows]
             index = packed[start : start + rows].reshape(-1).to(torch.int32)
-            torch.index_select(table, 0, index, out=out_rows.view(-1).view(_PAIR_WORD[dtype]))
+            torch.index_select(table, 0, index, out=out_rows.view(-1).view(_PAIR_WORD[out.dtype]))
             out_rows.mul_(scales[start : start + rows, None])
     return out
 
@@ -291,19 +310,16 @@ def _dequantize_scratch(weight: NF4Tensor) -> torch.Tensor:
     largest weight seen (e.g. 90 MB for a Llama-2-7B MLP weight in bf16) for the thread's lifetime.
     Callers must be done with the result before dequantizing again on the same thread.
     """
-    if (
-        torch.compiler.is_compiling()  # a traced graph may keep the result: it must not be overwritten later
-        or weight.device.type != "cpu"
-        or weight.is_meta
-        or weight.block_size % 2
-        or weight.dtype not in _PAIR_WORD
-    ):
+    shape, dtype, device = _layout_of(weight)
+    # Under torch.compile a traced graph may keep the result: it must not be overwritten later.
+    if torch.compiler.is_compiling() or device.type != "cpu" or not _has_our_layout(weight, dtype, device):
         return dequantize_nf4(weight)
+    numel = shape.numel()
     buffer = getattr(_scratch, "buffer", None)
-    if buffer is None or buffer.dtype != weight.dtype or buffer.numel() < weight.numel():
+    if buffer is None or buffer.dtype != dtype or buffer.numel() < numel:
         _scratch.buffer = None  # drop the old buffer before allocating the bigger one
-        buffer = _scratch.buffer = torch.empty(weight.numel(), dtype=weight.dtype)
-    return _dequantize_into(weight, buffer[: weight.numel()]).view(weight.shape)
+        buffer = _scratch.buffer = torch.empty(numel, dtype=dtype)
+    return _dequantize_into(weight, buffer[:numel].view(shape))
 
 
 def keeps_dense_weight(input: torch.Tensor, weight: NF4Tensor) -> bool:

@@ -8,7 +8,7 @@ from tests.conftest import C_COMPILER
 from torchtune_lite._torchao import to_nf4
 from torchtune_lite.kernels import nf4 as nf4_c
 from torchtune_lite.quantization import nf4_block_sizes
-from torchtune_lite.quantization.nf4_kernels import _block_scales, _code_table_16bit, _code_values_fp32, _code_thresholds_tensor
+from torchtune_lite.quantization.nf4_kernels import _code_table_16bit, _code_thresholds_tensor, _code_values_fp32
 
 pytestmark = pytest.mark.skipif(C_COMPILER is None, reason="no C compiler here: the C kernels cannot build")
 
@@ -34,7 +34,8 @@ def _weight(shape: tuple[int, ...], dtype: torch.dtype, scale: float, seed: int 
 
 def _dequantize_on(path: str, ref) -> torch.Tensor:
     out = torch.empty(ref.numel(), dtype=ref.dtype).view(-1, ref.block_size)
-    assert nf4_c.dequantize_blocks(ref.quantized_data, _block_scales(ref), _code_values_fp32(ref.dtype), out, path)
+    fields = (ref.quantized_data, ref.quantized_scalers, ref.quantization_factor, ref.scaler_mean, ref.scaler_block_size)
+    assert nf4_c.dequantize_blocks(*fields, _code_values_fp32(ref.dtype), out, path)
     return out.view(ref.shape)
 
 
@@ -84,7 +85,8 @@ def test_nan_weights_and_scales_make_the_kernels_decline(dtype):
     w[5, 3] = float("nan")
     codes_of = _code_thresholds_tensor() if dtype == torch.float32 else _code_table_16bit(dtype, torch.device("cpu"))
     assert nf4_c.quantize_blocks(w, codes_of) is None
-    scales = torch.ones(8, dtype=dtype)
-    scales[6] = float("nan")
+    ref = to_nf4(torch.randn(8, 64).to(dtype), 64, 4)
+    nan_mean = torch.tensor(float("nan"), dtype=dtype)
     out = torch.empty(8, 64, dtype=dtype)
-    assert not nf4_c.dequantize_blocks(torch.zeros(8 * 32, dtype=torch.uint8), scales, _code_values_fp32(dtype), out)
+    fields = (ref.quantized_data, ref.quantized_scalers, ref.quantization_factor, nan_mean, ref.scaler_block_size)
+    assert not nf4_c.dequantize_blocks(*fields, _code_values_fp32(dtype), out)
