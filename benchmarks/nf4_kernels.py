@@ -1,7 +1,7 @@
 """NF4 quantize/dequantize (ours vs torchao) on Llama-2-7B weight shapes, ours on small weights through the C
 kernels vs our torch-ops path, and linear_nf4 vs a dense F.linear.
 
-Run by hand:  python benchmarks/nf4_kernels.py --repeat 2 [--dtypes bf16,fp32] [--linear-dtype auto]
+Run by hand:  python benchmarks/nf4_kernels.py --repeat 2 [--dtypes bf16,fp32] [--linear-dtype auto] [--threads N]
 Prints ns/element, speedup, and whether our fields/values are bit-identical to torchao's. Dequantize
 includes allocating its output, as both APIs return a fresh tensor. The small-weight table times many calls
 per round (per-call overhead is what it measures). The linear comparison runs in the dtype training would
@@ -89,7 +89,10 @@ def main() -> None:
     parser.add_argument("--tokens", type=int, default=1024)
     parser.add_argument("--dtypes", default="bf16,fp32", help="weight dtypes for the kernel table")
     parser.add_argument("--linear-dtype", default="auto", help="bf16, fp32 or auto (what training would pick)")
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default; 1 is steadiest on a shared machine)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     for name in args.dtypes.split(","):
         bench_kernels(args.repeat, DTYPES[name])

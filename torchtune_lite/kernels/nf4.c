@@ -25,11 +25,12 @@
 #define TTL_X86 1
 #define TARGET_AVX2 __attribute__((target("avx2,fma")))
 #define TARGET_AVX512 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl")))
+#define TARGET_AVX512BF16 __attribute__((target("avx2,fma,avx512f,avx512bw,avx512vl,avx512bf16")))
 #endif
 
 #include "bf16.h"
 
-enum { PATH_SCALAR = 0, PATH_AVX2 = 1, PATH_AVX512 = 2 };
+enum { PATH_SCALAR = 0, PATH_AVX2 = 1, PATH_AVX512 = 2, PATH_AVX512BF16 = 3 };
 
 /* ---- fp16 <-> fp32, as c10::Half converts (round to nearest even, subnormals kept, NaN -> quiet NaN) ---- */
 
@@ -80,8 +81,12 @@ static inline uint16_t float_to_f16(float f) {
     uint16_t scaled[256];                                                                                  \
     for (int64_t b = 0; b < n_blocks; ++b) {                                                               \
       const uint16_t* x = w + b * block_size;                                                              \
-      uint16_t m = 0;                                                                                      \
-      for (int64_t i = 0; i < block_size; ++i) m = (x[i] & 0x7FFFu) > m ? (x[i] & 0x7FFFu) : m;           \
+      uint32_t m32 = 0; /* in 32 bits: the uint16 max reduction does not vectorize */                      \
+      _Pragma("omp simd reduction(max : m32)") for (int64_t i = 0; i < block_size; ++i) {                  \
+        const uint32_t a = x[i] & 0x7FFFu;                                                                 \
+        m32 = a > m32 ? a : m32;                                                                           \
+      }                                                                                                    \
+      const uint16_t m = (uint16_t)m32;                                                                    \
       if (m > NAN_ABOVE) return 1;                                                                         \
       absmax[b] = m;                                                                                       \
       const float mf = TO_FLOAT(m);                                                                        \
@@ -249,7 +254,7 @@ TARGET_AVX512 static inline int64_t lookup32_avx512(const float* tab, const uint
 }
 #endif
 
-/* The widest dequantize path this CPU runs (the lookups need nothing dtype-specific beyond AVX-512BW). */
+/* The widest dequantize path this CPU runs (AVX512-BF16 serves bf16 only; other dtypes take AVX-512 there). */
 int ttl_nf4_widest_path(void) {
   static int widest = -1; /* computed once; a race only computes the same value twice */
   if (widest < 0) {
@@ -260,29 +265,71 @@ int ttl_nf4_widest_path(void) {
     if (found == PATH_AVX2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
         __builtin_cpu_supports("avx512vl"))
       found = PATH_AVX512;
+    if (found == PATH_AVX512 && __builtin_cpu_supports("avx512bf16")) found = PATH_AVX512BF16;
 #endif
     widest = found;
   }
   return widest;
 }
 
+/* One block's values from its scale s on one path: its 16 results as a table, then lookups. */
+#define TABLE_THEN_LOOKUP(NAME, ATTR, T, TABLE, LOOKUP, TAIL)                                       \
+  ATTR static inline void NAME(const float* codes, float s, const uint8_t* p, int64_t n, T* o) {    \
+    T tab[16];                                                                                      \
+    TABLE(codes, s, tab);                                                                           \
+    TAIL(tab, p, LOOKUP(tab, p, n, o), n, o);                                                       \
+  }
+#define NO_TARGET
+TABLE_THEN_LOOKUP(block_bf16_scalar, NO_TARGET, uint16_t, table_bf16, LOOKUP_NONE, lookup16_scalar)
+TABLE_THEN_LOOKUP(block_f16_scalar, NO_TARGET, uint16_t, table_f16, LOOKUP_NONE, lookup16_scalar)
+TABLE_THEN_LOOKUP(block_f32_scalar, NO_TARGET, float, table_f32, LOOKUP_NONE, lookup32_scalar)
+#ifdef TTL_X86
+TABLE_THEN_LOOKUP(block_bf16_avx2, TARGET_AVX2, uint16_t, table_bf16_avx2, lookup16_avx2, lookup16_scalar)
+TABLE_THEN_LOOKUP(block_f16_avx2, TARGET_AVX2, uint16_t, table_f16, lookup16_avx2, lookup16_scalar)
+TABLE_THEN_LOOKUP(block_f32_avx2, TARGET_AVX2, float, table_f32, lookup32_avx2, lookup32_scalar)
+TABLE_THEN_LOOKUP(block_bf16_avx512, TARGET_AVX512, uint16_t, table_bf16_avx2, lookup16_avx512, lookup16_scalar)
+TABLE_THEN_LOOKUP(block_f16_avx512, TARGET_AVX512, uint16_t, table_f16, lookup16_avx512, lookup16_scalar)
+TABLE_THEN_LOOKUP(block_f32_avx512, TARGET_AVX512, float, table_f32, lookup32_avx512, lookup32_scalar)
+
+/* bf16 with AVX512-BF16: with 64-value blocks a table is built for only 4 uses per entry, so here each value
+ * is code * s, rounded by VCVTNEPS2BF16 (to nearest even, like float_to_bf16). That instruction flushes
+ * subnormal results to zero and gives another NaN than torch for 0 * inf: blocks whose scale can produce
+ * either (only near-zero or non-finite weights) take the table. */
+TARGET_AVX512BF16 static inline void block_bf16_avx512bf16(const float* codes, float s, const uint8_t* p, int64_t n,
+                                                           uint16_t* o) {
+  int64_t j = 0;
+  if (isfinite(s) && fabsf(s) >= 1e-36f) {
+    const __m512 t = _mm512_loadu_ps(codes), scale = _mm512_set1_ps(s);
+    for (; j + 16 <= n; j += 16) {
+      const __m256i c = codes32(p + j);
+      const __m512 a = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm256_castsi256_si128(c)), t);
+      const __m512 b = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(_mm256_extracti128_si256(c, 1)), t);
+      _mm256_storeu_si256((__m256i*)(o + 2 * j), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(a, scale)));
+      _mm256_storeu_si256((__m256i*)(o + 2 * j + 16), (__m256i)_mm512_cvtneps_pbh(_mm512_mul_ps(b, scale)));
+    }
+    if (j == n) return;
+  }
+  uint16_t tab[16];
+  table_bf16_avx2(codes, s, tab);
+  lookup16_scalar(tab, p, j, n, o);
+}
+#define block_f16_avx512bf16 block_f16_avx512 /* the bf16 instructions serve bf16 only */
+#define block_f32_avx512bf16 block_f32_avx512
+#endif
+
 /* Blocks [first, first + n_blocks) of a weight on one path, every helper inlined into the loop. Block b's scale
  * is torchao's double-quantized one, by the same ops in the same dtype as its dequantize_scalers:
  * T(T(q[b] / factor[b / scaler_block_size]) + mean). */
-#define BLOCK_LOOP(NAME, ATTR, T, TO_FLOAT, FROM_FLOAT, IS_NAN, TABLE, LOOKUP, TAIL)                               \
+#define BLOCK_LOOP(NAME, ATTR, T, TO_FLOAT, FROM_FLOAT, IS_NAN, BLOCK)                                             \
   ATTR static int NAME(const uint8_t* packed, const int8_t* q, const T* factor, float mean, int64_t scaler_block_size, \
                        const float* codes, int64_t first, int64_t n_blocks, int64_t block_size, T* out) {           \
     const int64_t n = block_size / 2;                                                                            \
-    T tab[16];                                                                                                   \
     int64_t scaler = first / scaler_block_size, left = scaler_block_size - first % scaler_block_size;            \
     for (int64_t b = first; b < first + n_blocks; ++b) {                                                         \
       const T scale = FROM_FLOAT(TO_FLOAT(FROM_FLOAT((float)q[b] / TO_FLOAT(factor[scaler]))) + mean);           \
       if (--left == 0) ++scaler, left = scaler_block_size;                                                       \
       if (IS_NAN(scale)) return 1;                                                                               \
-      const uint8_t* p = packed + b * n;                                                                         \
-      T* o = out + b * block_size;                                                                               \
-      TABLE(codes, TO_FLOAT(scale), tab);                                                                        \
-      TAIL(tab, p, LOOKUP(tab, p, n, o), n, o);                                                                  \
+      BLOCK(codes, TO_FLOAT(scale), packed + b * n, n, out + b * block_size);                                    \
     }                                                                                                            \
     return 0;                                                                                                    \
   }
@@ -293,22 +340,26 @@ int ttl_nf4_widest_path(void) {
 #define BF16_OPS uint16_t, bf16_to_float, float_to_bf16, BF16_IS_NAN
 #define F16_OPS uint16_t, f16_to_float, float_to_f16, F16_IS_NAN
 #define F32_OPS float, LOAD_F32, STORE_F32, F32_IS_NAN
-#define NO_TARGET
 #define BLOCKS(...) BLOCK_LOOP(__VA_ARGS__) /* one more expansion, so the *_OPS lists split into arguments */
 
-BLOCKS(blocks_bf16_scalar, NO_TARGET, BF16_OPS, table_bf16, LOOKUP_NONE, lookup16_scalar)
-BLOCKS(blocks_f16_scalar, NO_TARGET, F16_OPS, table_f16, LOOKUP_NONE, lookup16_scalar)
-BLOCKS(blocks_f32_scalar, NO_TARGET, F32_OPS, table_f32, LOOKUP_NONE, lookup32_scalar)
+BLOCKS(blocks_bf16_scalar, NO_TARGET, BF16_OPS, block_bf16_scalar)
+BLOCKS(blocks_f16_scalar, NO_TARGET, F16_OPS, block_f16_scalar)
+BLOCKS(blocks_f32_scalar, NO_TARGET, F32_OPS, block_f32_scalar)
 #ifdef TTL_X86
-BLOCKS(blocks_bf16_avx2, TARGET_AVX2, BF16_OPS, table_bf16_avx2, lookup16_avx2, lookup16_scalar)
-BLOCKS(blocks_f16_avx2, TARGET_AVX2, F16_OPS, table_f16, lookup16_avx2, lookup16_scalar)
-BLOCKS(blocks_f32_avx2, TARGET_AVX2, F32_OPS, table_f32, lookup32_avx2, lookup32_scalar)
-BLOCKS(blocks_bf16_avx512, TARGET_AVX512, BF16_OPS, table_bf16_avx2, lookup16_avx512, lookup16_scalar)
-BLOCKS(blocks_f16_avx512, TARGET_AVX512, F16_OPS, table_f16, lookup16_avx512, lookup16_scalar)
-BLOCKS(blocks_f32_avx512, TARGET_AVX512, F32_OPS, table_f32, lookup32_avx512, lookup32_scalar)
-#define ON_PATH(SUFFIX, path, ...)                                                          \
-  ((path) == PATH_AVX512 ? blocks_##SUFFIX##_avx512(__VA_ARGS__)                             \
-   : (path) == PATH_AVX2 ? blocks_##SUFFIX##_avx2(__VA_ARGS__) : blocks_##SUFFIX##_scalar(__VA_ARGS__))
+BLOCKS(blocks_bf16_avx2, TARGET_AVX2, BF16_OPS, block_bf16_avx2)
+BLOCKS(blocks_f16_avx2, TARGET_AVX2, F16_OPS, block_f16_avx2)
+BLOCKS(blocks_f32_avx2, TARGET_AVX2, F32_OPS, block_f32_avx2)
+BLOCKS(blocks_bf16_avx512, TARGET_AVX512, BF16_OPS, block_bf16_avx512)
+BLOCKS(blocks_f16_avx512, TARGET_AVX512, F16_OPS, block_f16_avx512)
+BLOCKS(blocks_f32_avx512, TARGET_AVX512, F32_OPS, block_f32_avx512)
+BLOCKS(blocks_bf16_avx512bf16, TARGET_AVX512BF16, BF16_OPS, block_bf16_avx512bf16)
+#define blocks_f16_avx512bf16 blocks_f16_avx512
+#define blocks_f32_avx512bf16 blocks_f32_avx512
+#define ON_PATH(SUFFIX, path, ...)                                                                   \
+  ((path) == PATH_AVX512BF16 ? blocks_##SUFFIX##_avx512bf16(__VA_ARGS__)                              \
+   : (path) == PATH_AVX512   ? blocks_##SUFFIX##_avx512(__VA_ARGS__)                                  \
+   : (path) == PATH_AVX2     ? blocks_##SUFFIX##_avx2(__VA_ARGS__)                                    \
+                             : blocks_##SUFFIX##_scalar(__VA_ARGS__))
 #else
 #define ON_PATH(SUFFIX, path, ...) blocks_##SUFFIX##_scalar(__VA_ARGS__)
 #endif

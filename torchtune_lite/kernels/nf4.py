@@ -19,8 +19,9 @@ from torchtune_lite.kernels import c_library
 _SOURCE = Path(__file__).with_name("nf4.c")
 _SUFFIX = {torch.bfloat16: "bf16", torch.float16: "f16", torch.float32: "f32"}
 _P, _I64, _INT = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
-# Dequantize paths by width; the C dispatcher lowers a request to the widest this CPU runs.
-PATHS = ("scalar", "avx2", "avx512")
+# Dequantize paths by width; the C dispatcher lowers a request to the widest this CPU runs ("avx512bf16"
+# serves bf16 weights; fp32 and fp16 take "avx512" there).
+PATHS = ("scalar", "avx2", "avx512", "avx512bf16")
 
 
 def runs_on(t: torch.Tensor) -> bool:
@@ -37,7 +38,7 @@ def _kernel(name: str, argtypes: tuple, restype=ctypes.c_int) -> Callable:
 
 
 def widest_path() -> str:
-    """The widest dequantize path this CPU runs ("avx512", "avx2" or "scalar"), chosen by the C dispatcher."""
+    """The widest dequantize path this CPU runs (one of `PATHS`), as the C dispatcher chooses it."""
     return PATHS[_kernel("ttl_nf4_widest_path", ())()]
 
 
@@ -86,7 +87,7 @@ def dequantize_blocks(
     """
     n_blocks, block_size = out.shape
     fn = _kernel(f"ttl_nf4_dequantize_{_SUFFIX[out.dtype]}", (_P, _P, _P, _P, _I64, _P, _I64, _I64, _I64, _INT, _P))
-    level = PATHS.index(path or "avx512")
+    level = PATHS.index(path or PATHS[-1])
     fields = [t.contiguous() for t in (packed, quantized_scalers, quantization_factor, scaler_mean)]  # alive until return
     pointers = [t.data_ptr() for t in fields]
 

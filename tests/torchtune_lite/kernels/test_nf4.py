@@ -1,5 +1,5 @@
-"""The NF4 C kernels on every dequantize path this CPU can run (scalar, AVX2, AVX-512), bit for bit against torchao;
-a row split over threads; the NaN cases where they decline (the caller then takes torch ops)."""
+"""The NF4 C kernels on every dequantize path this CPU can run (scalar, AVX2, AVX-512, AVX512-BF16), bit for bit
+against torchao; a row split over threads; the NaN cases where they decline (the caller then takes torch ops)."""
 
 import pytest
 import torch
@@ -43,7 +43,6 @@ def _dequantize_on(path: str, ref) -> torch.Tensor:
 @pytest.mark.parametrize("scale", [0.02, 1000.0])
 @pytest.mark.parametrize("shape", [(64, 64), (512, 512), (3, 42), (7 * 64,), (9, 704), (40, 24)])
 def test_every_dequantize_path_here_matches_torchao(dtype, scale, shape):
-    # Every path shares one table per block and differs only in its lookups, the part checked here.
     ref = to_nf4(_weight(shape, dtype, scale), *nf4_block_sizes(torch.Size(shape).numel()))
     expected = _bits(ref.get_original_weight())
     for path in _paths_here():
@@ -56,7 +55,9 @@ def test_widest_path_follows_the_cpu_flags():
             flags = next((set(line.split(":")[1].split()) for line in f if line.startswith("flags")), set())
     except OSError:
         pytest.skip("no /proc/cpuinfo")
-    if {"avx512f", "avx512bw", "avx512vl"} <= flags:
+    if {"avx512f", "avx512bw", "avx512vl", "avx512_bf16"} <= flags:
+        assert nf4_c.widest_path() == "avx512bf16"
+    elif {"avx512f", "avx512bw", "avx512vl"} <= flags:
         assert nf4_c.widest_path() == "avx512"
     elif {"avx2", "fma"} <= flags:
         assert nf4_c.widest_path() == "avx2"
