@@ -1,7 +1,7 @@
 """Quantization: NF4 (QLoRA's 4-bit NormalFloat) kernels and the NF4 tensor layout.
 
 The weights stay torchao ``NF4Tensor``s (checkpoints, FSDP2 and state-dict hooks rely on its fields);
-the arithmetic runs in ``nf4_kernels`` (lookup tables and a fused C++ pass, bit-identical to torchao
+the arithmetic runs in ``nf4_kernels`` (lookup tables, or the fused C pass of ``kernels/nf4.c``, bit-identical to torchao
 and 10x+ faster); ``nf4_layout`` is the one place an NF4 tensor is taken apart or assembled (the NF4 cache, a file of
 those fields, is a checkpoint: ``torchtune_lite.checkpointing.nf4_cache``).
 """

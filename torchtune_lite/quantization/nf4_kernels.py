@@ -11,8 +11,9 @@ runs over row chunks so no full-size high-precision temporary is ever alive:
 * dequantize: a 256-entry table maps a packed byte to its two code values, stored as one 32/64-bit
   word, so a single ``index_select`` writes both, then one in-place multiply by the block scale.
 
-On CPU the same arithmetic runs as one fused C++ pass when ``nf4_cpp`` can build (see there why);
-the pure-torch path is the fallback and the path on every other device.
+On CPU the same arithmetic runs as one fused C pass (``kernels/nf4.c``, built in about a second on first
+use) for weights of every size; the torch-ops path is the fallback (no C compiler, other devices, under
+torch.compile, NaN weights) and the path on every other device.
 
 Odd block sizes and other dtypes go through torchao itself; a meta weight gets only the layout.
 """
@@ -21,14 +22,13 @@ import functools
 import sys
 import threading
 from functools import lru_cache
-from types import ModuleType
 from typing import Optional
 
 import torch
 import torch.nn.functional as F
 
 from torchtune_lite._torchao import NF4Tensor, to_nf4
-from torchtune_lite.quantization import nf4_cpp
+from torchtune_lite.kernels import nf4 as nf4_c
 from torchtune_lite.quantization.nf4_layout import nf4_from_fields
 
 __all__ = ["NF4ShapeError", "dequantize_nf4", "keeps_dense_weight", "linear_nf4", "nf4_block_sizes", "quantize_nf4"]
@@ -191,39 +191,30 @@ def quantize_nf4(weight: torch.Tensor, block_size: int = 64, scaler_block_size: 
     return _nf4_tensor(weight, block_size, scaler_block_size, fields)
 
 
-# Building the kernels costs about a minute once per environment (2 cores); only a weight this large
-# starts the build, since a model of small weights alone (the tiny demo) never repays it.
-BUILD_FROM_NUMEL = 2**20
-
-
-def _fused_kernels(t: torch.Tensor) -> Optional[ModuleType]:
-    """The C++ kernels when they suit ``t`` and can be built, else None. Once built (in this process or
-    any earlier one: torch caches the build), they serve CPU tensors of any size: one fused pass beats
-    the torch path's several ops even on small weights. Not inside torch.compile: the
-    traced graph keeps the torch ops, which inductor fuses (an extension call would break the graph)."""
-    if t.device.type != "cpu" or torch.compiler.is_compiling():
-        return None
-    if t.numel() < BUILD_FROM_NUMEL and not nf4_cpp.is_built():
-        return None
-    return nf4_cpp.extension()
-
-
 def _quantize_fused(blocks: torch.Tensor, scaler_block_size: int) -> Optional[tuple]:
-    """Fields from the C++ kernel for ``blocks: [n_blocks, block_size]``; None when it cannot be used."""
-    ext = _fused_kernels(blocks)
-    if ext is None:
+    """Fields from the C kernel for ``blocks: [n_blocks, block_size]``; None when it cannot be used."""
+    if not nf4_c.runs_on(blocks):
         return None
-    n_blocks, block_size = blocks.shape
-    absmax = torch.empty(n_blocks, dtype=blocks.dtype)
-    packed = torch.empty(blocks.numel() // 2, dtype=torch.uint8)
     if blocks.dtype == torch.float32:
-        table, thresholds = torch.empty(0, dtype=torch.uint8), torch.tensor(_code_thresholds_fp32(blocks.device))
+        codes_of = _code_thresholds_tensor()
     else:
-        table, thresholds = _code_table_16bit(blocks.dtype, blocks.device), torch.empty(0)
-    ext.quantize_blocks(blocks.reshape(-1), absmax, packed, table, thresholds, block_size)
-    if absmax.isnan().any():  # NaN weights: let the torch ops reproduce torchao's exact NaN bits
+        codes_of = _code_table_16bit(blocks.dtype, blocks.device)
+    result = nf4_c.quantize_blocks(blocks.contiguous(), codes_of)
+    if result is None:  # NaN weights: let the torch ops reproduce torchao's exact NaN bits
         return None
+    absmax, packed = result
     return (*_double_quantize(absmax, scaler_block_size), packed)
+
+
+@lru_cache(maxsize=None)
+def _code_thresholds_tensor() -> torch.Tensor:
+    return torch.tensor(_code_thresholds_fp32(torch.device("cpu")), dtype=torch.float32)
+
+
+@lru_cache(maxsize=None)
+def _code_values_fp32(dtype: torch.dtype) -> torch.Tensor:
+    """[16] fp32: torchao's code values as built in ``dtype``, widened (what the C dequantize multiplies)."""
+    return _nf4_codes(dtype, torch.device("cpu")).float()
 
 
 def _quantize_chunked(blocks: torch.Tensor, scaler_block_size: int) -> tuple:
@@ -258,37 +249,52 @@ def _block_scales(weight: NF4Tensor) -> torch.Tensor:
     return (q / weight.quantization_factor.unsqueeze(-1)).flatten().to(weight.dtype) + weight.scaler_mean
 
 
+def _layout_of(weight: NF4Tensor) -> tuple[torch.Size, torch.dtype, torch.device]:
+    """``weight``'s shape, dtype and device, read past torchao's ``__torch_function__``.
+
+    Through it each attribute costs ~4 us, more than the C kernel takes to dequantize a small weight. The guard
+    is private; torchao's own ``__torch_function__`` uses it for the same purpose, and no public API skips a
+    subclass's handler."""
+    with torch._C.DisableTorchFunctionSubclass():
+        return weight.shape, weight.dtype, weight.device
+
+
+def _has_our_layout(weight: NF4Tensor, dtype: torch.dtype, device: torch.device) -> bool:
+    """Whether our kernels handle ``weight`` (else torchao's own code does: odd blocks, other dtypes, meta)."""
+    return device.type != "meta" and weight.block_size % 2 == 0 and dtype in _PAIR_WORD
+
+
 def dequantize_nf4(weight: NF4Tensor) -> torch.Tensor:
     """Plain tensor equal to ``weight.get_original_weight()``: original dtype and device, shape ``weight.shape``."""
     if not isinstance(weight, NF4Tensor):
         raise TypeError(f"dequantize_nf4: expected an NF4Tensor, got {type(weight).__name__}; make one with quantize_nf4")
-    if weight.is_meta or weight.block_size % 2 or weight.dtype not in _PAIR_WORD:
+    shape, dtype, device = _layout_of(weight)
+    if not _has_our_layout(weight, dtype, device):
         return weight.get_original_weight()
-    out = torch.empty(weight.numel(), dtype=weight.dtype, device=weight.device)
-    ext = _fused_kernels(out)
-    if ext is not None:
-        ext.advise_huge_pages(out)
-    return _dequantize_into(weight, out).view(weight.shape)
+    out = torch.empty(shape, dtype=dtype, device=device)
+    nf4_c.advise_huge_pages(out)
+    return _dequantize_into(weight, out)
 
 
 def _dequantize_into(weight: NF4Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Dequantize ``weight`` into ``out: [numel]`` (its dtype/device) and return ``out``."""
-    dtype, block_size = weight.dtype, weight.block_size
+    """Dequantize ``weight`` into ``out`` (contiguous, its shape, dtype and device) and return ``out``."""
+    block_size = weight.block_size
+    out_blocks = out.view(-1, block_size)
+    # NaN scales (from NaN/inf weights) make the C kernel decline: torch's ops reproduce torchao's NaN bits.
+    if nf4_c.runs_on(out) and nf4_c.dequantize_blocks(
+        weight.quantized_data, weight.quantized_scalers, weight.quantization_factor, weight.scaler_mean,
+        weight.scaler_block_size, _code_values_fp32(out.dtype), out_blocks,
+    ):  # fmt: skip
+        return out
     with torch.no_grad():
         scales = _block_scales(weight)
         packed = weight.quantized_data.view(-1, block_size // 2)
-        out_blocks = out.view(-1, block_size)
-        ext = _fused_kernels(out)
-        # NaN scales (from NaN/inf weights): torch's ops, not C++ casts, reproduce torchao's NaN bits.
-        if ext is not None and not scales.isnan().any():
-            ext.dequantize_blocks(packed.reshape(-1), scales, _nf4_codes(dtype, out.device), out_blocks, block_size)
-            return out
-        table = _byte_to_pair_table(dtype, weight.device)
+        table = _byte_to_pair_table(out.dtype, out.device)
         rows = max(1, _CHUNK_NUMEL // block_size)
         for start in range(0, packed.shape[0], rows):
             out_rows = out_blocks[start : start + rows]
             index = packed[start : start + rows].reshape(-1).to(torch.int32)
-            torch.index_select(table, 0, index, out=out_rows.view(-1).view(_PAIR_WORD[dtype]))
+            torch.index_select(table, 0, index, out=out_rows.view(-1).view(_PAIR_WORD[out.dtype]))
             out_rows.mul_(scales[start : start + rows, None])
     return out
 
@@ -304,19 +310,16 @@ def _dequantize_scratch(weight: NF4Tensor) -> torch.Tensor:
     largest weight seen (e.g. 90 MB for a Llama-2-7B MLP weight in bf16) for the thread's lifetime.
     Callers must be done with the result before dequantizing again on the same thread.
     """
-    if (
-        torch.compiler.is_compiling()  # a traced graph may keep the result: it must not be overwritten later
-        or weight.device.type != "cpu"
-        or weight.is_meta
-        or weight.block_size % 2
-        or weight.dtype not in _PAIR_WORD
-    ):
+    shape, dtype, device = _layout_of(weight)
+    # Under torch.compile a traced graph may keep the result: it must not be overwritten later.
+    if torch.compiler.is_compiling() or device.type != "cpu" or not _has_our_layout(weight, dtype, device):
         return dequantize_nf4(weight)
+    numel = shape.numel()
     buffer = getattr(_scratch, "buffer", None)
-    if buffer is None or buffer.dtype != weight.dtype or buffer.numel() < weight.numel():
+    if buffer is None or buffer.dtype != dtype or buffer.numel() < numel:
         _scratch.buffer = None  # drop the old buffer before allocating the bigger one
-        buffer = _scratch.buffer = torch.empty(weight.numel(), dtype=weight.dtype)
-    return _dequantize_into(weight, buffer[: weight.numel()]).view(weight.shape)
+        buffer = _scratch.buffer = torch.empty(numel, dtype=dtype)
+    return _dequantize_into(weight, buffer[:numel].view(shape))
 
 
 def keeps_dense_weight(input: torch.Tensor, weight: NF4Tensor) -> bool:

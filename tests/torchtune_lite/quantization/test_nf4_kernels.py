@@ -4,8 +4,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from tests.conftest import C_COMPILER
 from torchtune_lite._torchao import NF4Tensor, linear_nf4 as torchao_linear_nf4, to_nf4
-from torchtune_lite.quantization import nf4_cpp, nf4_kernels
+from torchtune_lite.kernels import nf4 as nf4_c
+from torchtune_lite.quantization import nf4_kernels
 from torchtune_lite.quantization.nf4_kernels import (
     NF4ShapeError,
     dequantize_nf4,
@@ -18,12 +20,12 @@ FIELDS = ("quantized_data", "quantized_scalers", "quantization_factor", "scaler_
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
-@pytest.fixture(params=["cpp", "torch"], autouse=True)
+@pytest.fixture(params=["c", "torch"], autouse=True)
 def backend(request, monkeypatch):
-    """Run every test on both CPU paths: the fused C++ kernels and the pure-torch fallback."""
-    monkeypatch.setenv("TORCHTUNE_LITE_NF4_CPP", "1" if request.param == "cpp" else "0")
-    if request.param == "cpp" and nf4_cpp.extension() is None:
-        pytest.skip("the NF4 C++ extension cannot be built here")
+    """Run every test on both CPU paths: the fused C kernels (on this CPU's widest path) and the torch ops."""
+    monkeypatch.setenv("TORCHTUNE_LITE_C_KERNELS", "1" if request.param == "c" else "0")
+    if request.param == "c" and C_COMPILER is None:
+        pytest.skip("no C compiler here: the NF4 C kernels cannot build")
     return request.param
 
 
@@ -66,7 +68,7 @@ def _awkward_weight(shape: tuple[int, ...], dtype: torch.dtype, seed: int = 0) -
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-@pytest.mark.parametrize("shape", [(64, 128), (48, 96), (6, 40), (2048,), (3, 42)])
+@pytest.mark.parametrize("shape", [(64, 128), (48, 96), (6, 40), (2048,), (3, 42), (64, 64), (512, 512), (7 * 64,), (9, 704)])
 def test_quantize_and_dequantize_match_torchao(dtype, shape):
     sizes = nf4_block_sizes(torch.Size(shape).numel())
     assert sizes is not None
@@ -291,23 +293,11 @@ def test_blocks_with_subnormal_or_huge_values_match_torchao(dtype):
     _assert_roundtrip_matches_torchao(w, 64, 4)
 
 
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            return next((set(line.split(":")[1].split()) for line in f if line.startswith("flags")), set())
-    except OSError:
-        return set()
-
-
-def test_dequantize_takes_the_widest_path_this_cpu_has(backend):
-    if backend != "cpp":
-        pytest.skip("path of the C++ kernels")
-    flags = _cpu_flags()
-    ext = nf4_cpp.extension()
-    bf16_path, fp32_path = ext.dequantize_path(torch.empty(0, dtype=torch.bfloat16)), ext.dequantize_path(torch.empty(0))
-    if {"avx512_bf16", "avx512bw"} <= flags:
-        assert bf16_path == "avx512bf16"
-    elif "avx2" in flags:
-        assert bf16_path in ("avx2", "scalar")  # avx2 when torch built the extension with AVX2 flags
-    if {"avx512f", "avx512bw"} <= flags:
-        assert fp32_path == "avx512f"
+def test_small_weights_take_the_c_kernels(backend, monkeypatch):
+    # No size threshold: a 64 x 64 weight is quantized and dequantized by the C kernels when they are on.
+    calls = []
+    for name in ("quantize_blocks", "dequantize_blocks"):
+        real = getattr(nf4_c, name)
+        monkeypatch.setattr(nf4_c, name, lambda *args, _real=real, _name=name, **kw: calls.append(_name) or _real(*args, **kw))
+    _assert_roundtrip_matches_torchao(_awkward_weight((64, 64), torch.bfloat16), 64, 64)
+    assert calls == (["quantize_blocks", "dequantize_blocks"] if backend == "c" else [])
