@@ -7,7 +7,8 @@
  * Dequantize, per block with scale s: each value is T(code_value * s), float math rounded once to T, as torch's
  * elementwise multiply of two T tensors does. A block has only 16 distinct results, so each block first builds
  * its 16-entry table and then every value is a lookup: 16-bit results by byte shuffles (AVX2) or one 32-lane
- * permute (AVX-512), fp32 by 8- or 16-lane permutes. The widest path the CPU runs is chosen at run time
+ * permute (AVX-512), fp32 by 8- or 16-lane permutes; bf16 on AVX512-BF16 multiplies and rounds 16 lanes at a
+ * time instead (see block_bf16_avx512bf16). The widest path the CPU runs is chosen at run time
  * (`__builtin_cpu_supports` + per-function target attributes), so one build serves AVX2-only and AVX-512
  * machines; callers may ask for a narrower path (tests cover each one on one machine).
  * A NaN absmax or scale makes a function return 1 (its output then partly written): the caller's torch ops
@@ -313,8 +314,6 @@ TARGET_AVX512BF16 static inline void block_bf16_avx512bf16(const float* codes, f
   table_bf16_avx2(codes, s, tab);
   lookup16_scalar(tab, p, j, n, o);
 }
-#define block_f16_avx512bf16 block_f16_avx512 /* the bf16 instructions serve bf16 only */
-#define block_f32_avx512bf16 block_f32_avx512
 #endif
 
 /* Blocks [first, first + n_blocks) of a weight on one path, every helper inlined into the loop. Block b's scale
@@ -353,7 +352,7 @@ BLOCKS(blocks_bf16_avx512, TARGET_AVX512, BF16_OPS, block_bf16_avx512)
 BLOCKS(blocks_f16_avx512, TARGET_AVX512, F16_OPS, block_f16_avx512)
 BLOCKS(blocks_f32_avx512, TARGET_AVX512, F32_OPS, block_f32_avx512)
 BLOCKS(blocks_bf16_avx512bf16, TARGET_AVX512BF16, BF16_OPS, block_bf16_avx512bf16)
-#define blocks_f16_avx512bf16 blocks_f16_avx512
+#define blocks_f16_avx512bf16 blocks_f16_avx512 /* the bf16 instructions serve bf16 only */
 #define blocks_f32_avx512bf16 blocks_f32_avx512
 #define ON_PATH(SUFFIX, path, ...)                                                                   \
   ((path) == PATH_AVX512BF16 ? blocks_##SUFFIX##_avx512bf16(__VA_ARGS__)                              \

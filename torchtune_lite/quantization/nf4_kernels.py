@@ -11,7 +11,7 @@ runs over row chunks so no full-size high-precision temporary is ever alive:
 * dequantize: a 256-entry table maps a packed byte to its two code values, stored as one 32/64-bit
   word, so a single ``index_select`` writes both, then one in-place multiply by the block scale.
 
-On CPU the same arithmetic runs as one fused C pass (``kernels/nf4.c``, built in about a second on first
+On CPU the same arithmetic runs as one fused C pass (``kernels/nf4.c``, built in a few seconds on first
 use) for weights of every size; the torch-ops path is the fallback (no C compiler, other devices, under
 torch.compile, NaN weights) and the path on every other device.
 
