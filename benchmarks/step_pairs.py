@@ -92,16 +92,18 @@ def block_step(part: str, dtype: torch.dtype) -> Callable[[], float]:
     return step
 
 
-def alternate(a: Callable[[], float], b: Callable[[], float], pairs: int, env: tuple[dict, dict] = ({}, {})) -> None:
+def alternate(
+    a: Callable[[], float], b: Callable[[], float], pairs: int, env: tuple[dict, dict] = ({}, {}), clock=time.process_time
+) -> None:
     """Runs a, b, a, b, ... (`env[side]` set in os.environ before each), two warm-up pairs, then `pairs` timed."""
     times: tuple[list[float], list[float]] = ([], [])
     last: tuple[list[float], list[float]] = ([], [])
     for i in range(2 * (pairs + 2)):
         side = i % 2
         os.environ.update(env[side])
-        start = time.process_time()
+        start = clock()
         value = (b if side else a)()
-        elapsed = time.process_time() - start
+        elapsed = clock() - start
         if i >= 4:
             times[side].append(elapsed * 1e3)
         last[side].append(value)
@@ -121,21 +123,24 @@ def main() -> None:
     parser.add_argument("--dtype", default="bf16", choices=DTYPES)
     parser.add_argument("--pairs", type=int, default=10)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--clock", default="cpu", choices=["cpu", "wall"], help="CPU time of the process, or wall time")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(DTYPES[args.dtype])
-    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {args.threads} thread(s), {args.dtype}")
+    clock = time.process_time if args.clock == "cpu" else time.perf_counter
+    print(f"CPU capability {torch.backends.cpu.get_cpu_capability()}, {args.threads} thread(s), {args.dtype}, {args.clock} time")
     if args.baseline is not None:
         sys.path.insert(0, str(package_copy(args.baseline, "torchtune_lite_baseline")))
         for kind in args.kinds.split(","):
             print(f"{kind}: A = {args.baseline}, B = this checkout")
-            alternate(training_step("torchtune_lite_baseline", kind), training_step("torchtune_lite", kind), args.pairs)
+            alternate(training_step("torchtune_lite_baseline", kind), training_step("torchtune_lite", kind), args.pairs,
+                      clock=clock)
         return
     switch = ({"TORCHTUNE_LITE_C_KERNELS": "0"}, {"TORCHTUNE_LITE_C_KERNELS": "1"})
     for kind in args.kinds.split(",") if args.part == "step" else [args.part]:
         step = training_step("torchtune_lite", kind) if args.part == "step" else block_step(args.part, DTYPES[args.dtype])
         print(f"{kind}: A = torch ops, B = C kernels")
-        alternate(step, step, args.pairs, env=switch)
+        alternate(step, step, args.pairs, env=switch, clock=clock)
 
 
 if __name__ == "__main__":
