@@ -22,7 +22,8 @@ _BACKWARD_ARGS = [_P, _P, _I64, _I64, _I64, _I64, _F32, _INT]
 
 
 def runs_on(scores: torch.Tensor, mask: Optional[torch.Tensor]) -> bool:
-    """Whether the kernels take these [b, h, s, kv] scores and this mask (None, or bool shared by the heads) here."""
+    """Whether the kernels take the scores of `scores` ([b, h, s, kv], or q: same device and dtype) and this
+    mask (None, or bool shared by the heads) here."""
     return (
         c_library.enabled()
         and scores.device.type == "cpu"

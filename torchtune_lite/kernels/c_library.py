@@ -26,7 +26,9 @@ _log = logging.getLogger(__name__)
 
 def enabled() -> bool:
     """Whether C kernels may run here: not switched off, and not while torch.compile traces (it fuses its own)."""
-    return os.environ.get("TORCHTUNE_LITE_C_KERNELS", "1") != "0" and not torch.compiler.is_compiling()
+    # is_compiling first: torch.compile then never traces the environment read (a graph break inside autograd
+    # Functions such as attention's made the first compiled step of the tiny model several times slower)
+    return not torch.compiler.is_compiling() and os.environ.get("TORCHTUNE_LITE_C_KERNELS", "1") != "0"
 
 
 def isa_flags() -> list[str]:

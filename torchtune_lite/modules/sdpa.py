@@ -51,7 +51,8 @@ def attention(
     """
     k, v = k.to(q.dtype), v.to(q.dtype)
     if softcap is None and use_matmul_attention(q, k, dropout_p):
-        return _MatmulAttention.apply(q, k, v, mask, is_causal, scale)  # takes grouped k/v heads as they are
+        fused = attention_softmax.runs_on(q, mask)  # decided here, where torch.compile sees a constant
+        return _MatmulAttention.apply(q, k, v, mask, is_causal, scale, fused)  # takes grouped k/v heads as they are
     if k.size(1) != q.size(1):
         groups = q.size(1) // k.size(1)
         k, v = k.repeat_interleave(groups, dim=1), v.repeat_interleave(groups, dim=1)
@@ -109,15 +110,15 @@ class _MatmulAttention(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, mask, causal: bool, scale: Optional[float] = None):  # type: ignore[override]
+    def forward(ctx, q, k, v, mask, causal: bool, scale: Optional[float], fused: bool):  # type: ignore[override]
         scale = q.size(-1) ** -0.5 if scale is None else scale
         q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         # Query head j reads k/v head j // groups: [b, h, s, d] memory is [b, h_kv, groups * s, d], so each
         # k/v head meets its whole group in one GEMM and the [b, h, s, kv] results need no reordering.
         scores = torch.matmul(_by_kv_head(q, k), k.transpose(-1, -2)).view(*q.shape[:3], k.size(2))
-        ctx.fused = attention_softmax.runs_on(scores, mask)
+        ctx.fused = fused
         probs = (
-            attention_softmax.softmax_forward_(scores, scale, causal, mask) if ctx.fused
+            attention_softmax.softmax_forward_(scores, scale, causal, mask) if fused
             else _torch_softmax(scores, scale, causal, mask)
         )
         out = torch.matmul(_by_kv_head(probs, k), v).view(q.shape)
@@ -139,7 +140,7 @@ class _MatmulAttention(torch.autograd.Function):
         grad_scores = _by_kv_head(grad_scores, k)
         grad_q = torch.matmul(grad_scores, k).view(q.shape)
         grad_k = torch.matmul(grad_scores.transpose(-1, -2), _by_kv_head(q, k))
-        return grad_q, grad_k, grad_v, None, None, None
+        return grad_q, grad_k, grad_v, None, None, None, None
 
 
 def _by_kv_head(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
