@@ -57,19 +57,20 @@ def load(source: Path) -> Optional[ctypes.CDLL]:
         return None
 
 
-def function(source: Path, name: str, argtypes: list) -> Optional[Callable]:
-    """C function `name` of `source`'s library with its ctypes signature, or None when the library is missing."""
-    return _function(source, name, tuple(argtypes))
+def function(source: Path, name: str, argtypes: list, restype=None) -> Optional[Callable]:
+    """C function `name` of `source`'s library with its ctypes signature (returning `restype`, a ctypes type
+    or None for void), or None when the library is missing."""
+    return _function(source, name, tuple(argtypes), restype)
 
 
 @functools.lru_cache(maxsize=None)
-def _function(source: Path, name: str, argtypes: tuple) -> Optional[Callable]:
+def _function(source: Path, name: str, argtypes: tuple, restype) -> Optional[Callable]:
     # Cached: kernels are called about a thousand times a step, and ctypes' lookup is not free.
     library = load(source)
     if library is None:
         return None
     fn = getattr(library, name)
-    fn.argtypes, fn.restype = list(argtypes), None
+    fn.argtypes, fn.restype = list(argtypes), restype
     return fn
 
 

@@ -8,7 +8,6 @@ cannot run or met a NaN; the caller then takes its torch ops, which reproduce to
 """
 
 import ctypes
-import functools
 from pathlib import Path
 from typing import Callable, Optional
 
@@ -29,12 +28,9 @@ def runs_on(t: torch.Tensor) -> bool:
     return c_library.enabled() and t.device.type == "cpu" and t.dtype in _SUFFIX and c_library.load(_SOURCE) is not None
 
 
-@functools.lru_cache(maxsize=None)
 def _kernel(name: str, argtypes: tuple, restype=ctypes.c_int) -> Callable:
-    # Resolved once: small weights make many calls, and ctypes' per-call overhead should stay ~1 us.
-    fn = c_library.function(_SOURCE, name, list(argtypes))
-    fn.restype = restype
-    return fn
+    # c_library caches the resolved function: small weights make many calls.
+    return c_library.function(_SOURCE, name, list(argtypes), restype)
 
 
 def widest_path() -> str:
