@@ -338,34 +338,44 @@ def keeps_dense_weight(input: torch.Tensor, weight: NF4Tensor) -> bool:
 
 
 class _LinearNF4(torch.autograd.Function):
-    """``input @ dequant(W).T`` for a frozen NF4 ``W``: saves the dequantized weight for backward when
-    `keeps_dense_weight` says so, else only the 4-bit weight, dequantized again in backward."""
+    """``input @ dequant(W).T (+ add)`` for a frozen NF4 ``W``: saves the dequantized weight for backward when
+    `keeps_dense_weight` says so, else nothing (backward dequantizes ``W`` again).
+
+    The 4-bit weight is held on ctx, not saved for backward: it is a frozen parameter, and nothing saved means
+    activation checkpointing's recompute (which stops once every saved tensor is back) can stop before this
+    matmul when its output feeds nothing that is saved (a layer's last projection: see `LoRALinear.forward`).
+    """
 
     @staticmethod
-    def forward(ctx, input: torch.Tensor, weight: NF4Tensor) -> torch.Tensor:
+    def forward(ctx, input: torch.Tensor, weight: NF4Tensor, add: Optional[torch.Tensor]) -> torch.Tensor:
         ctx.keeps_dense = ctx.needs_input_grad[0] and keeps_dense_weight(input, weight)
         if ctx.keeps_dense:
             dense = dequantize_nf4(weight).to(input.dtype)  # a tensor of its own: backward reads it
             ctx.save_for_backward(dense)
+        else:
+            ctx.weight = weight
+            # Autograd records nothing inside forward, so the reused buffer is not kept past this matmul.
+            dense = _dequantize_scratch(weight).to(input.dtype)
+        if add is None:
             return F.linear(input, dense)
-        ctx.save_for_backward(weight)
-        # Autograd records nothing inside forward, so the reused buffer is not kept past this matmul.
-        return F.linear(input, _dequantize_scratch(weight).to(input.dtype))
+        out = torch.addmm(add.reshape(-1, dense.size(0)), input.reshape(-1, dense.size(1)), dense.t())
+        return out.view(*input.shape[:-1], dense.size(0))
 
     @staticmethod
-    def backward(ctx, grad_output: torch.Tensor) -> tuple[Optional[torch.Tensor], None]:
+    def backward(ctx, grad_output: torch.Tensor) -> tuple[Optional[torch.Tensor], None, Optional[torch.Tensor]]:
+        grad_add = grad_output if ctx.needs_input_grad[2] else None
         if not ctx.needs_input_grad[0]:
-            return None, None
-        (saved,) = ctx.saved_tensors
+            return None, None, grad_add
         if ctx.keeps_dense:
-            dense = saved
+            (dense,) = ctx.saved_tensors
         elif torch.is_grad_enabled():  # with create_graph the matmul saves its operands: a tensor of its own
-            dense = dequantize_nf4(saved)
+            dense = dequantize_nf4(ctx.weight)
         else:
-            dense = _dequantize_scratch(saved)
-        return grad_output @ dense.to(grad_output.dtype), None
+            dense = _dequantize_scratch(ctx.weight)
+        return grad_output @ dense.to(grad_output.dtype), None, grad_add
 
 
-def linear_nf4(input: torch.Tensor, weight: NF4Tensor) -> torch.Tensor:
-    """``input: [..., in]`` @ dequantized ``weight: [out, in]``.T -> ``[..., out]``; grad flows to ``input`` only."""
-    return _LinearNF4.apply(input, weight)
+def linear_nf4(input: torch.Tensor, weight: NF4Tensor, add: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """``input: [..., in]`` @ dequantized ``weight: [out, in]``.T -> ``[..., out]``, plus ``add`` (same shape as
+    the result) inside the same GEMM when given; grad flows to ``input`` and ``add``, never to ``weight``."""
+    return _LinearNF4.apply(input, weight, add)

@@ -200,17 +200,33 @@ def test_linear_nf4_forward_and_input_grad(input_dtype):
     torch.testing.assert_close(x.grad, x_ref.grad, rtol=0, atol=0)
 
 
-def test_linear_nf4_saves_only_the_4bit_weight():
+def test_linear_nf4_saves_no_tensor_and_dequantizes_again_in_backward():
+    # Nothing goes through save_for_backward (the frozen 4-bit weight rides on ctx), so activation
+    # checkpointing's recompute has nothing of this matmul to wait for.
     weight = quantize_nf4(torch.randn(128, 64, dtype=torch.bfloat16), 64, 2)
     x = torch.randn(4, 64, dtype=torch.bfloat16, requires_grad=True)
-    saved = []
-    with torch.autograd.graph.saved_tensors_hooks(lambda t: saved.append(t) or t, lambda t: t):
-        out = linear_nf4(x, weight)
-    out.sum().backward()
-    assert saved, "the backward needs the weight"
-    dense_copies = [t for t in saved if not isinstance(t, NF4Tensor) and t.numel() >= weight.numel()]
-    assert dense_copies == []
-    assert x.grad is not None and weight.grad is None
+    out, saved = _saved_by_linear_nf4(x, weight)
+    assert saved == []
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    assert torch.equal(x.grad, grad @ dequantize_nf4(weight)) and weight.grad is None
+
+
+@pytest.mark.parametrize("dtype", (torch.bfloat16, torch.float32))
+@pytest.mark.parametrize("tokens", (5, 200))  # below and above the weight's smaller side (kept dense weight)
+def test_linear_nf4_adds_inside_its_gemm_and_passes_the_gradient_to_the_addend(dtype, tokens):
+    weight = quantize_nf4(_awkward_weight((96, 128), dtype), 64, 2)
+    dense = dequantize_nf4(weight)
+    g = torch.Generator().manual_seed(7)
+    x = torch.randn(2, tokens, 128, dtype=dtype, generator=g, requires_grad=True)
+    add = torch.randn(2, tokens, 96, dtype=dtype, generator=g, requires_grad=True)
+    out = linear_nf4(x, weight, add)
+    reference = torch.addmm(add.detach().reshape(-1, 96), x.detach().reshape(-1, 128), dense.t()).view(out.shape)
+    assert torch.equal(out, reference)
+    torch.testing.assert_close(out, F.linear(x.detach(), dense) + add.detach(), rtol=1e-2 if dtype == torch.bfloat16 else 1e-5, atol=1e-2)
+    grad = torch.randn_like(out)
+    out.backward(grad)
+    assert torch.equal(add.grad, grad) and torch.equal(x.grad, grad @ dense)
 
 
 def _saved_by_linear_nf4(x: torch.Tensor, weight: NF4Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -227,7 +243,7 @@ def test_linear_nf4_keeps_the_dense_weight_only_when_tokens_reach_its_smaller_si
     many = torch.randn(2, 48, 128, dtype=dtype, requires_grad=True)  # 96 tokens = min(96, 128)
     assert not nf4_kernels.keeps_dense_weight(few, weight) and nf4_kernels.keeps_dense_weight(many, weight)
     _, saved = _saved_by_linear_nf4(few, weight)
-    assert [type(t) for t in saved] == [NF4Tensor]
+    assert saved == []  # the 4-bit weight rides on ctx
     _, saved = _saved_by_linear_nf4(many, weight)
     assert len(saved) == 1 and type(saved[0]) is torch.Tensor and torch.equal(saved[0], dequantize_nf4(weight))
     _, saved = _saved_by_linear_nf4(many.detach(), weight)  # no input grad: nothing to keep

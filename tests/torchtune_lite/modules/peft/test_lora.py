@@ -69,6 +69,41 @@ def test_qlora_forward_matches_dequantized_base_and_trains_adapters():
     assert layer.weight.grad is None
 
 
+def test_checkpointed_block_recomputes_all_but_its_last_nf4_matmul(monkeypatch):
+    # A checkpointed block whose last op is a QLoRA layer: its recompute stops once every saved tensor is
+    # back, before that layer's base matmul, so the last weight is dequantized twice (forward, backward),
+    # the first three times; gradients equal the uncheckpointed block's.
+    from torch.utils.checkpoint import checkpoint
+
+    from torchtune_lite.quantization import nf4_kernels
+
+    torch.manual_seed(0)
+    first, last = (LoRALinear(128, 128, rank=4, alpha=8.0, quantize_base=True) for _ in range(2))
+    for layer in (first, last):
+        with torch.no_grad():
+            layer.lora_b.weight.normal_()
+    dequantized = []
+    real = nf4_kernels._dequantize_scratch
+    monkeypatch.setattr(nf4_kernels, "_dequantize_scratch", lambda w: dequantized.append(w) or real(w))
+
+    def block(x):
+        return x + last(F.gelu(first(x)))
+
+    x = torch.randn(2, 5, 128)  # 10 tokens < 128: backward dequantizes again (no kept dense weight)
+    grads = []
+    for run in (block, lambda x: checkpoint(block, x, use_reentrant=False)):
+        dequantized.clear()
+        xi = x.clone().requires_grad_(True)
+        run(xi).square().sum().backward()
+        grads.append([xi.grad] + [p.grad.clone() for p in (*first.parameters(), *last.parameters()) if p.requires_grad])
+        for p in (*first.parameters(), *last.parameters()):
+            p.grad = None
+        counts = [sum(w is layer.weight for w in dequantized) for layer in (first, last)]
+        assert counts == ([2, 2] if run is block else [3, 2])
+    for plain, checkpointed in zip(*grads):
+        assert torch.equal(plain, checkpointed)
+
+
 def test_qlora_holds_at_most_a_fifth_of_the_bytes():
     torch.manual_seed(0)
     plain = LoRALinear(512, 512, rank=8, alpha=0.1)
