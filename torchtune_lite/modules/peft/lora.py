@@ -146,10 +146,10 @@ class LoRALinear(nn.Module):
 
     def _base(self, x: torch.Tensor, add: Optional[torch.Tensor] = None) -> torch.Tensor:
         """The frozen base layer's output for x, plus `add` when given."""
-        if not self.quantize_base and add is None:
-            return F.linear(x, self.weight, self.bias)
         if self.quantize_base:
             out = linear_nf4(x, self.weight, add)
+        elif add is None:
+            return F.linear(x, self.weight, self.bias)
         else:
             out = torch.addmm(add.reshape(-1, self.out_dim), x.reshape(-1, self.in_dim), self.weight.t()).view(add.shape)
         return out if self.bias is None else out + self.bias
