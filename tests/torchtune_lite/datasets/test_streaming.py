@@ -68,16 +68,16 @@ _READ_SOME = textwrap.dedent("""
     from torchtune_lite.models.llama2._tokenizer import Llama2Tokenizer
     from torchtune_lite.training.memory import peak_rss_bytes
     tokenizer = Llama2Tokenizer(sys.argv[1], max_seq_len=128)
-    for path in sys.argv[2:]:  # the peak only grows: the second figure is the first plus what the bigger file added
-        ds = instruct_dataset(tokenizer, data_files=path, streaming=True)
-        n = sum(1 for _, _ in zip(range(200), ds))
-        print(n, peak_rss_bytes() // 2**20)  # this process's own peak (ru_maxrss would carry pytest's)
+    ds = instruct_dataset(tokenizer, data_files=sys.argv[2], streaming=True)
+    n = sum(1 for _, _ in zip(range(200), ds))
+    print(n, peak_rss_bytes() // 2**20)  # this process's own peak (ru_maxrss would carry pytest's)
 """)
 
 
 def test_peak_rss_stays_flat_in_the_file_size(tmp_path, assets):
-    """200 samples from a 40 MB, then a 160 MB file: `datasets` reads a stream in chunks of about 10 MB, so
-    the peak grows by far less than the 120 MB between the files (reading either whole would show it)."""
+    """200 samples from a 40 MB file, then from a 160 MB one, each in a fresh process: `datasets` reads a
+    stream in chunks of about 10 MB, so the two peaks stay within a few MB (reading whole, they differ by
+    ~1.5 GB). One process reading both would add the allocator's leftovers from the first read (10-25 MB)."""
     line = json.dumps({"instruction": "Name a fish.", "input": "x" * 500, "output": "Cod, matey!"}) + "\n"
     paths = []
     for megabytes in (40, 160):
@@ -85,8 +85,11 @@ def test_peak_rss_stays_flat_in_the_file_size(tmp_path, assets):
         with open(paths[-1], "w") as f:
             for _ in range(megabytes):
                 f.write(line * (2 ** 20 // len(line)))
-    out = subprocess.run([sys.executable, "-c", _READ_SOME, str(assets / "tokenizer.model"), *map(str, paths)],
-                         capture_output=True, text=True, check=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
-    (n_small, peak_small), (n_big, peak_big) = [map(int, line.split()) for line in out.stdout.splitlines()]
+    def read_200(path):
+        out = subprocess.run([sys.executable, "-c", _READ_SOME, str(assets / "tokenizer.model"), str(path)],
+                             capture_output=True, text=True, check=True, env={"HF_HUB_OFFLINE": "1", "PATH": ""})
+        return map(int, out.stdout.split())
+
+    (n_small, peak_small), (n_big, peak_big) = map(read_200, paths)
     assert n_small == n_big == 200
     assert peak_big - peak_small < 20, (peak_small, peak_big)
