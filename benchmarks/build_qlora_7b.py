@@ -15,7 +15,8 @@ Phases, each with its own peak RSS (VmHWM, reset between phases via /proc/self/c
   warm build   the same model filled from the NF4 cache instead (no quantization)
   fwd+bwd      one forward and backward at batch 1 x 64 tokens (--skip-train skips this and the next)
   train step   batch 1 x --train-seq-len tokens with activation checkpointing: forward, chunked loss,
-               backward, AdamW
+               backward, AdamW (--compile: layers and loss compiled, as `compile=True`; the first step
+               then includes compiling, and a third step is timed)
   save         the merged model as HF safetensors shards plus the PEFT adapter, streamed tensor by tensor
 
 The model is built on the meta device and given empty storage, as every recipe does, so nothing is
@@ -42,6 +43,7 @@ from torchtune_lite.models.llama2._model_builders import _COMMON, _SHAPES
 from torchtune_lite.modules.peft import get_adapter_params, is_adapter_key, set_trainable_params
 from torchtune_lite.modules.transformer import TransformerDecoderLayer
 from torchtune_lite.training.activations import apply_activation_checkpointing
+from torchtune_lite.training.compile import compile_loss, compile_model
 from torchtune_lite.checkpointing import FullModelHFCheckpointer
 from torchtune_lite.checkpointing._convert_weights import HF_KEYS, ModelShape
 from torchtune_lite.checkpointing._safetensors_io import TensorToWrite, write_sharded
@@ -159,6 +161,7 @@ def main() -> None:
     parser.add_argument("--skip-train", action="store_true", help="skip the forward/backward and train-step phases")
     parser.add_argument("--dtype", default="auto", help="bf16, fp32 or auto (bf16 only where the device computes it natively)")
     parser.add_argument("--device", default="auto", help="cpu, cuda or auto")
+    parser.add_argument("--compile", action="store_true", help="compile the layers and the loss for the train steps")
     args = parser.parse_args()
 
     device = get_device(args.device)
@@ -180,7 +183,7 @@ def main() -> None:
 
     model = build_phases(build, checkpointer, cache, device)
     if not args.skip_train:
-        train_phases(model, shape, args.train_seq_len, dtype, device)
+        train_phases(model, shape, args.train_seq_len, dtype, device, args.compile)
 
     if args.save_dir:
         save_phase(model, checkpointer)
@@ -212,7 +215,9 @@ def save_phase(model: torch.nn.Module, checkpointer) -> None:
     print(f"  wrote {written / 2**30:.2f} GiB to {path} ({written / 2**30 / phase.seconds:.2f} GiB/s)")
 
 
-def train_phases(model: torch.nn.Module, shape: dict, seq_len: int, dtype: torch.dtype, device: torch.device) -> None:
+def train_phases(
+    model: torch.nn.Module, shape: dict, seq_len: int, dtype: torch.dtype, device: torch.device, compile: bool
+) -> None:
     limit = step_limit(
         LlamaShape(shape["embed_dim"], shape["num_layers"], shape["num_heads"], shape["num_kv_heads"],
                    shape["intermediate_dim"], shape["vocab_size"]),
@@ -226,9 +231,13 @@ def train_phases(model: torch.nn.Module, shape: dict, seq_len: int, dtype: torch
     model.zero_grad(set_to_none=True)
 
     apply_activation_checkpointing(model, (TransformerDecoderLayer,))
+    if compile:
+        compile_model(model, (TransformerDecoderLayer,), device)
+        compile_loss(loss_fn)
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
-    for i in range(2):  # the first step also allocates the optimizer state
-        with Phase(f"train step {i + 1}, 1 x {seq_len} tokens, activation checkpointing, AdamW", device) as phase:
+    mode = "compiled" if compile else "eager"
+    for i in range(3 if compile else 2):  # the first step also allocates the optimizer state (and compiles)
+        with Phase(f"train step {i + 1} ({mode}), 1 x {seq_len} tokens, activation checkpointing, AdamW", device) as phase:
             loss = train_step(model, loss_fn, optimizer, seq_len, shape["vocab_size"], generator)
         tokens_per_s = seq_len / phase.seconds
         print(f"  loss {loss:.3f}; {tokens_per_s:.1f} tokens/s = {limit.percent(tokens_per_s)} of the limit")

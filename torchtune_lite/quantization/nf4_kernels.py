@@ -243,10 +243,11 @@ def _byte_to_pair_table(dtype: torch.dtype, device: torch.device) -> torch.Tenso
     return pairs.view(_PAIR_WORD[dtype]).view(256)
 
 
-def _block_scales(weight: NF4Tensor) -> torch.Tensor:
-    """[n_blocks] block scales in the weight dtype, by the same ops as torchao's ``dequantize_scalers``."""
-    q = weight.quantized_scalers.view(-1, weight.scaler_block_size)
-    return (q / weight.quantization_factor.unsqueeze(-1)).flatten().to(weight.dtype) + weight.scaler_mean
+def _block_scales(scalers: "_Scalers", dtype: torch.dtype) -> torch.Tensor:
+    """[n_blocks] block scales in ``dtype``, by the same ops as torchao's ``dequantize_scalers``."""
+    quantized_scalers, quantization_factor, scaler_mean, scaler_block_size = scalers
+    q = quantized_scalers.view(-1, scaler_block_size)
+    return (q / quantization_factor.unsqueeze(-1)).flatten().to(dtype) + scaler_mean
 
 
 def _layout_of(weight: NF4Tensor) -> tuple[torch.Size, torch.dtype, torch.device]:
@@ -271,24 +272,60 @@ def dequantize_nf4(weight: NF4Tensor) -> torch.Tensor:
     shape, dtype, device = _layout_of(weight)
     if not _has_our_layout(weight, dtype, device):
         return weight.get_original_weight()
-    out = torch.empty(shape, dtype=dtype, device=device)
+    if torch.compiler.is_compiling() and device.type == "cpu":  # one opaque op that runs the C kernel
+        return _dequantize_op(weight.quantized_data, *_scalers_of(weight), list(shape), dtype)
+    return _dequantize_fresh(weight.quantized_data, _scalers_of(weight), shape, dtype)
+
+
+# (quantized_scalers, quantization_factor, scaler_mean, scaler_block_size): what turns into the block scales.
+_Scalers = tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]
+
+
+def _scalers_of(weight: NF4Tensor) -> _Scalers:
+    return weight.quantized_scalers, weight.quantization_factor, weight.scaler_mean, weight.scaler_block_size
+
+
+@torch.library.custom_op("torchtune_lite::dequantize_nf4", mutates_args=())
+def _dequantize_op(
+    quantized_data: torch.Tensor,
+    quantized_scalers: torch.Tensor,
+    quantization_factor: torch.Tensor,
+    scaler_mean: torch.Tensor,
+    scaler_block_size: int,
+    shape: list[int],
+    dtype: torch.dtype,
+) -> torch.Tensor:
+    """`dequantize_nf4` from the fields, as one op torch.compile does not trace into: while it traces, the
+    C kernels are off (`c_library.enabled`), and inductor's code for the table lookup ran ~20x slower than
+    the C pass on a 7B MLP weight. When the graph runs, the op takes the C kernel (or the torch ops)."""
+    scalers = (quantized_scalers, quantization_factor, scaler_mean, scaler_block_size)
+    return _dequantize_fresh(quantized_data, scalers, shape, dtype)
+
+
+@_dequantize_op.register_fake
+def _(quantized_data, quantized_scalers, quantization_factor, scaler_mean, scaler_block_size, shape, dtype):
+    return quantized_data.new_empty(shape, dtype=dtype)
+
+
+def _dequantize_fresh(quantized_data: torch.Tensor, scalers: _Scalers, shape, dtype: torch.dtype) -> torch.Tensor:
+    out = torch.empty(shape, dtype=dtype, device=quantized_data.device)
     nf4_c.advise_huge_pages(out)
-    return _dequantize_into(weight, out)
+    return _dequantize_into(quantized_data, scalers, out)
 
 
-def _dequantize_into(weight: NF4Tensor, out: torch.Tensor) -> torch.Tensor:
-    """Dequantize ``weight`` into ``out`` (contiguous, its shape, dtype and device) and return ``out``."""
-    block_size = weight.block_size
+def _dequantize_into(quantized_data: torch.Tensor, scalers: _Scalers, out: torch.Tensor) -> torch.Tensor:
+    """Dequantize an NF4 weight's fields into ``out`` (contiguous, the weight's shape, dtype and device: blocks
+    are ``quantized_data``'s bytes over ``scalers``' block count) and return ``out``."""
+    block_size = out.numel() // scalers[0].numel()  # one quantized scaler per block
     out_blocks = out.view(-1, block_size)
     # NaN scales (from NaN/inf weights) make the C kernel decline: torch's ops reproduce torchao's NaN bits.
     if nf4_c.runs_on(out) and nf4_c.dequantize_blocks(
-        weight.quantized_data, weight.quantized_scalers, weight.quantization_factor, weight.scaler_mean,
-        weight.scaler_block_size, _code_values_fp32(out.dtype), out_blocks,
+        quantized_data, *scalers, _code_values_fp32(out.dtype), out_blocks,
     ):  # fmt: skip
         return out
     with torch.no_grad():
-        scales = _block_scales(weight)
-        packed = weight.quantized_data.view(-1, block_size // 2)
+        scales = _block_scales(scalers, out.dtype)
+        packed = quantized_data.view(-1, block_size // 2)
         table = _byte_to_pair_table(out.dtype, out.device)
         rows = max(1, _CHUNK_NUMEL // block_size)
         for start in range(0, packed.shape[0], rows):
@@ -319,7 +356,7 @@ def _dequantize_scratch(weight: NF4Tensor) -> torch.Tensor:
     if buffer is None or buffer.dtype != dtype or buffer.numel() < numel:
         _scratch.buffer = None  # drop the old buffer before allocating the bigger one
         buffer = _scratch.buffer = torch.empty(numel, dtype=dtype)
-    return _dequantize_into(weight, buffer[:numel].view(shape))
+    return _dequantize_into(weight.quantized_data, _scalers_of(weight), buffer[:numel].view(shape))
 
 
 def keeps_dense_weight(input: torch.Tensor, weight: NF4Tensor) -> bool:

@@ -317,3 +317,20 @@ def test_small_weights_take_the_c_kernels(backend, monkeypatch):
         monkeypatch.setattr(nf4_c, name, lambda *args, _real=real, _name=name, **kw: calls.append(_name) or _real(*args, **kw))
     _assert_roundtrip_matches_torchao(_awkward_weight((64, 64), torch.bfloat16), 64, 64)
     assert calls == (["quantize_blocks", "dequantize_blocks"] if backend == "c" else [])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_compiled_dequantize_is_one_opaque_op_on_the_kernels_path(backend, dtype, monkeypatch):
+    # torch.compile turns the C kernels off while it traces; dequantization must not be traced into torch ops
+    # (inductor's table lookup ran ~10x slower than the C pass at a 7B MLP weight), but kept as one op that
+    # runs the C kernel (or, with them off, the torch ops) when the graph runs.
+    calls, graphs = [], []
+    real = nf4_c.dequantize_blocks
+    monkeypatch.setattr(nf4_c, "dequantize_blocks", lambda *a, **kw: calls.append(1) or real(*a, **kw))
+    weight = _awkward_weight((128, 64), dtype)
+    compiled = torch.compile(dequantize_nf4, backend=lambda gm, _: graphs.append(gm) or gm.forward, fullgraph=True)
+    got = compiled(quantize_nf4(weight, 64, 32))
+    assert torch.equal(_bits(got), _bits(to_nf4(weight, 64, 32).get_original_weight()))
+    (graph,) = graphs
+    assert [n.target for n in graph.graph.nodes if n.op == "call_function"] == [torch.ops.torchtune_lite.dequantize_nf4.default]
+    assert calls == ([1] if backend == "c" else [])
