@@ -31,12 +31,14 @@ def runs_on(x: torch.Tensor) -> bool:
 
 
 def rms_norm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """x: [rows, dim] contiguous, weight: [dim] fp32 -> (y: [rows, dim] in x's dtype, inv_rms: [rows] fp32).
+    """x: [..., dim] contiguous, weight: [dim] fp32 -> (y: x's shape and dtype, inv_rms: [rows] fp32), where
+    rows counts x's vectors of `dim`.
 
     Only call where `runs_on(x)` (the caller checks once and keeps its torch ops otherwise).
     """
     fn = c_library.function(_SOURCE, f"ttl_rms_norm_forward_{_SUFFIX[x.dtype]}", _FORWARD_ARGS)
-    rows, dim = x.shape
+    dim = x.size(-1)
+    rows = x.numel() // dim
     y, inv_rms = torch.empty_like(x), torch.empty(rows, dtype=torch.float32)
     size = x.element_size()
 
@@ -51,12 +53,13 @@ def rms_norm_forward(x: torch.Tensor, weight: torch.Tensor, eps: float) -> tuple
 def rms_norm_backward(
     x: torch.Tensor, weight: torch.Tensor, inv_rms: torch.Tensor, grad: torch.Tensor, need_weight_grad: bool
 ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-    """Gradients of `rms_norm_forward`'s y: (dL/dx: [rows, dim] in x's dtype, dL/dweight: [dim] fp32 or None).
+    """Gradients of `rms_norm_forward`'s y: (dL/dx: x's shape and dtype, dL/dweight: [dim] fp32 or None).
 
-    Only call after `rms_norm_forward` ran on `x` (the kernel is then built). grad: [rows, dim] contiguous, x's dtype.
+    Only call after `rms_norm_forward` ran on `x` (the kernel is then built). grad: x's shape and dtype, contiguous.
     """
     fn = c_library.function(_SOURCE, f"ttl_rms_norm_backward_{_SUFFIX[x.dtype]}", _BACKWARD_ARGS)
-    rows, dim = x.shape
+    dim = x.size(-1)
+    rows = x.numel() // dim
     grad_x = torch.empty_like(x)
     size = x.element_size()
     parts: list[torch.Tensor] = []  # one fp32 weight-gradient accumulator per thread's rows, summed after

@@ -45,15 +45,15 @@ class _FusedRMSNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, eps: float):  # type: ignore[override]
-        rows = x.reshape(-1, x.size(-1)).contiguous()
-        weight = weight.contiguous()
-        y, inv_rms = rms_norm_forward(rows, weight, eps)
-        ctx.save_for_backward(rows, weight, inv_rms)
-        return y.view(x.shape)
+        x, weight = x.contiguous(), weight.contiguous()
+        # y is a tensor of its own, not a view: FSDP2 warns about a view returned by a wrapped module (the
+        # final norm's output is the model's), since an in-place op on one would skip its backward hook.
+        y, inv_rms = rms_norm_forward(x, weight, eps)
+        ctx.save_for_backward(x, weight, inv_rms)
+        return y
 
     @staticmethod
     def backward(ctx, grad):  # type: ignore[override]
-        rows, weight, inv_rms = ctx.saved_tensors
-        grad_rows = grad.reshape(rows.shape).to(rows.dtype).contiguous()
-        grad_x, grad_weight = rms_norm_backward(rows, weight, inv_rms, grad_rows, ctx.needs_input_grad[1])
-        return grad_x.view(grad.shape), grad_weight, None
+        x, weight, inv_rms = ctx.saved_tensors
+        grad_x, grad_weight = rms_norm_backward(x, weight, inv_rms, grad.to(x.dtype).contiguous(), ctx.needs_input_grad[1])
+        return grad_x, grad_weight, None

@@ -79,3 +79,14 @@ def test_bf16_gradient_of_a_frozen_norm_is_close_to_fp32():
     got = torch.autograd.grad(norm(xb), xb, grad.to(torch.bfloat16))[0]
     assert got.dtype == torch.bfloat16
     torch.testing.assert_close(got.float(), want, rtol=2e-2, atol=2e-2)
+
+
+def test_output_and_input_gradient_are_tensors_of_their_own():
+    # FSDP2 warns when a wrapped module returns a view (the final norm's output is the model's hidden state);
+    # x: [b, s, dim] used to come back as a [b * s, dim] result viewed in x's shape.
+    norm = RMSNorm(16)
+    x = torch.randn(2, 3, 16, requires_grad=True)
+    out = norm(x)
+    assert out.shape == x.shape and out._base is None
+    out.square().sum().backward()
+    assert x.grad.shape == x.shape
