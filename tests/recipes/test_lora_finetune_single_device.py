@@ -99,12 +99,13 @@ def test_activation_checkpointing_gives_the_same_losses_and_adapter(hf_checkpoin
     assert a.keys() == b.keys() and all(torch.allclose(a[k], b[k], rtol=1e-5, atol=1e-7) for k in a)
 
 
-def test_compile_runs_on_cpu_and_reports_compile_time(hf_checkpoint, tmp_path):
-    """Packed training data (one batch shape, so no recompile for a new length) validated on unpacked data."""
+def test_compile_runs_on_cpu_and_reports_compile_time(hf_checkpoint, tmp_path, monkeypatch):
+    """Packed training data (one batch shape, so no recompile for a new length) validated on unpacked data,
+    eagerly: validation compiles nothing (its no_grad graphs at new lengths would cost more than they gain)."""
     # A new process: this one may already hold compiled code for the layers (dynamo caches per code object).
-    # On a cold inductor cache this run takes about 150 s alone on a 2-core CPU (compiling the training graphs,
-    # then validation's no_grad graphs twice: a new length, then a smaller last batch), and twice that beside
-    # another test worker, so it gets more time than the other runs.
+    # On a cold inductor cache this run takes about 100 s alone on a 2-core CPU (compiling the training graphs),
+    # and twice that beside another test worker, so it gets more time than the other runs.
+    monkeypatch.setenv("TORCH_LOGS", "recompiles")  # dynamo then logs each recompile with its reason
     proc = _run("tiny/qlora", hf_checkpoint, tmp_path, new_process=True, compile=True, max_steps_per_epoch=3, dtype="bf16",
                 timeout=600, **{"dataset.packed": True})
     assert len(read_losses(tmp_path)) == 3
@@ -113,6 +114,9 @@ def test_compile_runs_on_cpu_and_reports_compile_time(hf_checkpoint, tmp_path):
     compile_rows = [r for r in rows if "compile_seconds" in r]
     assert len(compile_rows) == 1 and compile_rows[0]["compile_seconds"] > 0.5  # the first step compiled the layers
     assert [r["step"] for r in rows if "val_loss" in r] == [3]  # the padded validation set took its own collator
+    # One recompile, for the layers after the first (their input requires grad); none for validation.
+    reasons = re.findall(r"guard failure\(s\):\n.*?- (.*)$", proc.stderr, re.M)
+    assert proc.stderr.count("Recompiling function") == 1 and "requires_grad mismatch" in reasons[0], reasons
 
 
 def test_nf4_cache_is_written_once_and_reused_with_equal_losses(hf_checkpoint, tmp_path):

@@ -20,6 +20,7 @@ def show_generation(cfg: Any, world: World, model: torch.nn.Module, data: Any) -
     prompt = cfg.generate_after_training
     if not prompt:
         return
-    text = generate_text(model, data.tokenizer, prompt, max_new_tokens=cfg.max_new_tokens,
-                         instruct_template=getattr(data.dataset, "prompt_format", "alpaca") == "alpaca")
+    with torch.compiler.set_stance("force_eager"):  # a few dozen decode steps repay no compiling of new graphs
+        text = generate_text(model, data.tokenizer, prompt, max_new_tokens=cfg.max_new_tokens,
+                             instruct_template=getattr(data.dataset, "prompt_format", "alpaca") == "alpaca")
     world.print(f"\nPrompt: {scrub_secrets(prompt)}\nGeneration: {scrub_secrets(text)}\n")

@@ -240,9 +240,12 @@ class TrainLoop:
     def validation_loss(self) -> float:
         """Token-weighted mean loss over the validation loader, over all ranks' tokens."""
         self.extra_metrics()  # close the training window: what validation adds is logged as val_*
-        result = evaluate_loss(
-            self.model, self.val_dataloader, device=self.device, forward=self.forward, max_batches=self.settings.max_val_batches
-        )
+        # Eager even when the layers are compiled: no_grad forwards are new graphs, and compiling them (a new
+        # length, then a smaller last batch) costs more than a validation pass gains from them.
+        with torch.compiler.set_stance("force_eager"):
+            result = evaluate_loss(
+                self.model, self.val_dataloader, device=self.device, forward=self.forward, max_batches=self.settings.max_val_batches
+            )
         if self.world_size == 1:
             return result.loss
         stats = torch.tensor([result.loss * result.num_tokens, result.num_tokens], dtype=torch.float64, device=self.device)
