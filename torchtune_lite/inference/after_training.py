@@ -7,6 +7,7 @@ from typing import Any
 import torch
 
 from torchtune_lite.inference.generation import generate_text
+from torchtune_lite.training.compile import uncompiled
 from torchtune_lite.training.metric_logging import scrub_secrets
 from torchtune_lite.training.world import World
 
@@ -20,7 +21,7 @@ def show_generation(cfg: Any, world: World, model: torch.nn.Module, data: Any) -
     prompt = cfg.generate_after_training
     if not prompt:
         return
-    with torch.compiler.set_stance("force_eager"):  # a few dozen decode steps repay no compiling of new graphs
+    with uncompiled():
         text = generate_text(model, data.tokenizer, prompt, max_new_tokens=cfg.max_new_tokens,
                              instruct_template=getattr(data.dataset, "prompt_format", "alpaca") == "alpaca")
     world.print(f"\nPrompt: {scrub_secrets(prompt)}\nGeneration: {scrub_secrets(text)}\n")

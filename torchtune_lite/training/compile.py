@@ -70,6 +70,13 @@ def compile_loss(loss: nn.Module) -> nn.Module:
     return loss
 
 
+def uncompiled():
+    """Context in which compiled layers run their eager forward: for no_grad passes beside training
+    (validation, the generation after training). Their graphs would be new ones (no_grad, other lengths, a
+    smaller last batch), about 20 s each to compile on the tiny model, for a pass too short to repay it."""
+    return torch.compiler.set_stance("force_eager")
+
+
 def compile_seconds(step_seconds: list[float]) -> Optional[float]:
     """Time the first step spent compiling: its wall time minus the median of the later steps'.
 

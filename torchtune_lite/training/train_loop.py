@@ -21,6 +21,7 @@ import torch.distributed as dist
 from tqdm import tqdm
 
 from torchtune_lite.progress_bars import progress_bar
+from torchtune_lite.training.compile import uncompiled
 from torchtune_lite.training.data_loading import batches_per_epoch, epoch_batches
 from torchtune_lite.training.distributed import max_over_ranks
 from torchtune_lite.training.evaluation import evaluate_loss
@@ -240,9 +241,7 @@ class TrainLoop:
     def validation_loss(self) -> float:
         """Token-weighted mean loss over the validation loader, over all ranks' tokens."""
         self.extra_metrics()  # close the training window: what validation adds is logged as val_*
-        # Eager even when the layers are compiled: no_grad forwards are new graphs, and compiling them (a new
-        # length, then a smaller last batch) costs more than a validation pass gains from them.
-        with torch.compiler.set_stance("force_eager"):
+        with uncompiled():
             result = evaluate_loss(
                 self.model, self.val_dataloader, device=self.device, forward=self.forward, max_batches=self.settings.max_val_batches
             )

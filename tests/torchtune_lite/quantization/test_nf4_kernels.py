@@ -322,7 +322,7 @@ def test_small_weights_take_the_c_kernels(backend, monkeypatch):
 @pytest.mark.parametrize("dtype", DTYPES)
 def test_compiled_dequantize_is_one_opaque_op_on_the_kernels_path(backend, dtype, monkeypatch):
     # torch.compile turns the C kernels off while it traces; dequantization must not be traced into torch ops
-    # (inductor's table lookup ran ~10x slower than the C pass at a 7B MLP weight), but kept as one op that
+    # (inductor's table lookup ran ~40x slower than the C pass at a 7B MLP weight), but kept as one op that
     # runs the C kernel (or, with them off, the torch ops) when the graph runs.
     calls, graphs = [], []
     real = nf4_c.dequantize_blocks

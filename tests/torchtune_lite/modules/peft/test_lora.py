@@ -1,3 +1,4 @@
+import contextlib
 import warnings
 
 import peft
@@ -69,12 +70,35 @@ def test_qlora_forward_matches_dequantized_base_and_trains_adapters():
     assert layer.weight.grad is None
 
 
+def _weight_reads_plain_then_checkpointed(first, last, x, reads: list, read_of, context=contextlib.nullcontext):
+    """Runs the block `x + last(gelu(first(x)))` forward and backward plainly, then under non-reentrant
+    activation checkpointing; checks both give identical gradients and returns, per run, how many entries of
+    `reads` (filled during the run) `read_of(entry, layer)` assigns to each layer's weight."""
+    from torch.utils.checkpoint import checkpoint
+
+    def block(x):
+        return x + last(F.gelu(first(x)))
+
+    grads, counts = [], []
+    for run in (block, lambda x: checkpoint(block, x, use_reentrant=False)):
+        reads.clear()
+        xi = x.clone().requires_grad_(True)
+        with context():
+            run(xi).square().sum().backward()
+        trained = [p for p in (*first.parameters(), *last.parameters()) if p.requires_grad]
+        grads.append([xi.grad] + [p.grad.clone() for p in trained])
+        for p in trained:
+            p.grad = None
+        counts.append([sum(read_of(entry, layer) for entry in reads) for layer in (first, last)])
+    for plain, checkpointed in zip(*grads):
+        assert torch.equal(plain, checkpointed)
+    return counts
+
+
 def test_checkpointed_block_recomputes_all_but_its_last_nf4_matmul(monkeypatch):
     # A checkpointed block whose last op is a QLoRA layer: its recompute stops once every saved tensor is
     # back, before that layer's base matmul, so the last weight is dequantized twice (forward, backward),
     # the first three times; gradients equal the uncheckpointed block's.
-    from torch.utils.checkpoint import checkpoint
-
     from torchtune_lite.quantization import nf4_kernels
 
     torch.manual_seed(0)
@@ -85,23 +109,9 @@ def test_checkpointed_block_recomputes_all_but_its_last_nf4_matmul(monkeypatch):
     dequantized = []
     real = nf4_kernels._dequantize_scratch
     monkeypatch.setattr(nf4_kernels, "_dequantize_scratch", lambda w: dequantized.append(w) or real(w))
-
-    def block(x):
-        return x + last(F.gelu(first(x)))
-
     x = torch.randn(2, 5, 128)  # 10 tokens < 128: backward dequantizes again (no kept dense weight)
-    grads = []
-    for run in (block, lambda x: checkpoint(block, x, use_reentrant=False)):
-        dequantized.clear()
-        xi = x.clone().requires_grad_(True)
-        run(xi).square().sum().backward()
-        grads.append([xi.grad] + [p.grad.clone() for p in (*first.parameters(), *last.parameters()) if p.requires_grad])
-        for p in (*first.parameters(), *last.parameters()):
-            p.grad = None
-        counts = [sum(w is layer.weight for w in dequantized) for layer in (first, last)]
-        assert counts == ([2, 2] if run is block else [3, 2])
-    for plain, checkpointed in zip(*grads):
-        assert torch.equal(plain, checkpointed)
+    counts = _weight_reads_plain_then_checkpointed(first, last, x, dequantized, lambda w, layer: w is layer.weight)
+    assert counts == [[2, 2], [3, 2]]
 
 
 def test_checkpointed_block_recomputes_all_but_its_last_dense_matmul():
@@ -109,7 +119,6 @@ def test_checkpointed_block_recomputes_all_but_its_last_dense_matmul():
     # [3, 2] under checkpoint: torch's own addmm on a frozen weight already lets the recompute stop (no custom
     # Function needed, unlike NF4's); the test keeps it so. Gradients equal the plain block's.
     from torch.utils._python_dispatch import TorchDispatchMode
-    from torch.utils.checkpoint import checkpoint
 
     torch.manual_seed(0)
     first, last = (LoRALinear(64, 64, rank=4, alpha=8.0) for _ in range(2))
@@ -126,22 +135,10 @@ def test_checkpointed_block_recomputes_all_but_its_last_dense_matmul():
                 reads.extend(t.data_ptr() for t in args if isinstance(t, torch.Tensor) and t.data_ptr() in weights)
             return func(*args, **(kwargs or {}))
 
-    def block(x):
-        return x + last(F.gelu(first(x)))
-
-    x = torch.randn(2, 5, 64)
-    grads = []
-    for run in (block, lambda x: checkpoint(block, x, use_reentrant=False)):
-        reads.clear()
-        xi = x.clone().requires_grad_(True)
-        with CountWeightReads():
-            run(xi).square().sum().backward()
-        grads.append([xi.grad] + [p.grad.clone() for p in (*first.parameters(), *last.parameters()) if p.requires_grad])
-        for p in (*first.parameters(), *last.parameters()):
-            p.grad = None
-        assert [reads.count(w) for w in weights] == ([2, 2] if run is block else [3, 2])
-    for plain, checkpointed in zip(*grads):
-        assert torch.equal(plain, checkpointed)
+    counts = _weight_reads_plain_then_checkpointed(
+        first, last, torch.randn(2, 5, 64), reads, lambda ptr, layer: ptr == layer.weight.data_ptr(), CountWeightReads
+    )
+    assert counts == [[2, 2], [3, 2]]
 
 
 def test_qlora_holds_at_most_a_fifth_of_the_bytes():
