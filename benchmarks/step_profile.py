@@ -1,11 +1,13 @@
 """Where one eager training step of the 58M peer-shaped model spends its CPU time, op by op (torch.profiler).
 
     python benchmarks/step_profile.py [--kinds qlora,lora] [--dtype bf16] [--steps 3] [--top 25]
+    python benchmarks/step_profile.py --kinds qlora --compare-compile --steps 0 --rounds 16  # compiled vs eager
 
 Random weights, 4 x 256 tokens, LoRA r=8 on q,v (--targets all: every linear), the fused loss, AdamW:
 the step of benchmarks/qlora_vs_peers.py without data loading. Prints each op's self CPU time as a share
 of the step (fractions survive a shared, loaded machine better than absolute times), then the kinds'
-step times side by side, measured outside the profiler in alternating rounds.
+step times side by side, measured outside the profiler in alternating rounds. --compare-compile adds each
+kind compiled per layer as the recipe compiles it (`KIND+compile`), to see whether `compile` pays.
 """
 
 import argparse
@@ -18,18 +20,23 @@ from torch.profiler import ProfilerActivity, profile
 
 from torchtune_lite.models.llama2 import lora_llama2, qlora_llama2
 from torchtune_lite.modules.peft import is_adapter_key
+from torchtune_lite.modules.transformer import TransformerDecoderLayer
+from torchtune_lite.training.compile import compile_model
 from torchtune_lite.training.loss import ChunkedCrossEntropyLoss
+from torchtune_lite.training.precision import set_default_dtype
 
 DTYPES = {"bf16": torch.bfloat16, "fp32": torch.float32}
 BUILDERS = {"qlora": qlora_llama2, "lora": lora_llama2}
 TARGETS = {"qv": (["q_proj", "v_proj"], False), "all": (["q_proj", "k_proj", "v_proj", "output_proj"], True)}
 
 
-def build(kind: str, targets: str) -> torch.nn.Module:
+def build(kind: str, targets: str, dtype: torch.dtype) -> torch.nn.Module:
     modules, mlp = TARGETS[targets]
     torch.manual_seed(0)
-    model = BUILDERS[kind](modules, apply_lora_to_mlp=mlp, vocab_size=32000, num_layers=8, num_heads=8, num_kv_heads=8,
-                           embed_dim=512, intermediate_dim=1376, max_seq_len=512, lora_rank=8, lora_alpha=16)
+    with set_default_dtype(dtype):
+        model = BUILDERS[kind](modules, apply_lora_to_mlp=mlp, vocab_size=32000, num_layers=8, num_heads=8,
+                               num_kv_heads=8, embed_dim=512, intermediate_dim=1376, max_seq_len=512, lora_rank=8,
+                               lora_alpha=16)
     for name, p in model.named_parameters():
         p.requires_grad_(is_adapter_key(name))
     return model
@@ -79,14 +86,23 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5, help="alternating timed rounds after the profile")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (1 is steadiest on a shared machine)")
+    parser.add_argument("--compare-compile", action="store_true", help="also time each kind compiled per layer")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    torch.set_default_dtype(DTYPES[args.dtype])
-    kinds = args.kinds.split(",")
-    steps = {kind: make_step(build(kind, args.targets)) for kind in kinds}
+    steps = {}
+    for kind in args.kinds.split(","):
+        steps[kind] = make_step(build(kind, args.targets, DTYPES[args.dtype]))
+        if args.compare_compile:
+            model = build(kind, args.targets, DTYPES[args.dtype])
+            compile_model(model, (TransformerDecoderLayer,))
+            steps[f"{kind}+compile"] = make_step(model)
+    kinds = list(steps)
     for kind, step in steps.items():
-        step(), step()  # warm-up: allocator, kernels, optimizer state
+        start = time.perf_counter()
+        step(), step()  # warm-up: allocator, kernels, optimizer state, compiling
+        if kind.endswith("+compile"):
+            print(f"{kind}: first two steps {time.perf_counter() - start:.1f} s (compiling included)")
         if not args.steps:
             continue
         ms, rows = op_shares(step, args.steps)
@@ -102,9 +118,10 @@ def main() -> None:
     medians = {kind: statistics.median(t) for kind, t in times.items()}
     print(f"\n{torch_lite_location()}: step time, median of {args.rounds} alternating rounds: "
           + ", ".join(f"{kind} {ms * 1e3:.0f} ms" for kind, ms in medians.items()))
-    if len(kinds) == 2:
-        ratios = [a / b for a, b in zip(times[kinds[0]], times[kinds[1]])]
-        print(f"{kinds[0]}/{kinds[1]} per round: " + ", ".join(f"{r:.2f}" for r in ratios)
+    pairs = [(k, f"{k}+compile") for k in args.kinds.split(",")] if args.compare_compile else [tuple(kinds)]
+    for a, b in (pair for pair in pairs if len(pair) == 2):
+        ratios = [x / y for x, y in zip(times[a], times[b])]
+        print(f"{a}/{b} per round: " + ", ".join(f"{r:.2f}" for r in ratios)
               + f" (median {statistics.median(ratios):.2f})")
 
 

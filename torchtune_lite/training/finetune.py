@@ -278,8 +278,8 @@ def prepare_training(cfg: FinetuneConfig, world: World, model: torch.nn.Module, 
     total_steps = cfg.epochs * cfg.steps_per_epoch(batches_per_epoch(data.dataloader))
     compiled = cfg.compile is True
     if cfg.compile == "auto":
-        compiled = resolve_compile(cfg.compile, total_steps, world.device)
-        world.print(f"compile=auto: {'on' if compiled else 'off'} for {total_steps} steps")
+        compiled = resolve_compile(cfg.compile, total_steps, world.device, start.dtype)
+        world.print(f"compile=auto: {'on' if compiled else 'off'} for {total_steps} steps in {start.dtype} on {world.device.type}")
         if compiled:  # compilation is lazy: compiling the placed model here is the same as at build
             compile_model(model, (TransformerDecoderLayer,), device=world.device)
     # Logs start only once the checkpoint and data have proven readable: bad input leaves nothing behind.

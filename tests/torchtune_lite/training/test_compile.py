@@ -71,17 +71,18 @@ def test_compile_seconds_is_the_first_steps_excess_over_the_later_median():
     assert compile_seconds([5.0]) is None
 
 
-def test_compile_auto_is_on_only_for_long_runs_with_a_compiler(monkeypatch):
+def test_compile_auto_is_on_only_for_long_runs_with_a_compiler_where_it_pays(monkeypatch):
     from torchtune_lite.training import compile as compile_mod
     from torchtune_lite.training.compile import COMPILE_AUTO_MIN_STEPS, resolve_compile
 
-    cpu = torch.device("cpu")
-    assert resolve_compile(True, 1, cpu) and not resolve_compile(False, 10**6, cpu)
-    assert not resolve_compile("auto", COMPILE_AUTO_MIN_STEPS - 1, cpu)
+    cpu, fp32, bf16 = torch.device("cpu"), torch.float32, torch.bfloat16
+    assert resolve_compile(True, 1, cpu, bf16) and not resolve_compile(False, 10**6, cpu, fp32)
+    assert not resolve_compile("auto", COMPILE_AUTO_MIN_STEPS - 1, cpu, fp32)
     monkeypatch.setattr(compile_mod, "_has_cpu_compiler", lambda: True)
-    assert resolve_compile("auto", COMPILE_AUTO_MIN_STEPS, cpu)
+    assert resolve_compile("auto", COMPILE_AUTO_MIN_STEPS, cpu, fp32)
+    assert not resolve_compile("auto", 10**6, cpu, bf16)  # the C kernels already fuse what inductor would
     monkeypatch.setattr(compile_mod, "_has_cpu_compiler", lambda: False)
-    assert not resolve_compile("auto", 10**6, cpu)  # no C++ compiler: auto stays eager instead of failing
+    assert not resolve_compile("auto", 10**6, cpu, fp32)  # no C++ compiler: auto stays eager instead of failing
 
 
 def test_compile_setting_accepts_auto_and_rejects_other_strings():
