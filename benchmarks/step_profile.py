@@ -90,14 +90,14 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    kinds = args.kinds.split(",")
     steps = {}
-    for kind in args.kinds.split(","):
+    for kind in kinds:
         steps[kind] = make_step(build(kind, args.targets, DTYPES[args.dtype]))
         if args.compare_compile:
             model = build(kind, args.targets, DTYPES[args.dtype])
             compile_model(model, (TransformerDecoderLayer,))
             steps[f"{kind}+compile"] = make_step(model)
-    kinds = list(steps)
     for kind, step in steps.items():
         start = time.perf_counter()
         step(), step()  # warm-up: allocator, kernels, optimizer state, compiling
@@ -118,8 +118,11 @@ def main() -> None:
     medians = {kind: statistics.median(t) for kind, t in times.items()}
     print(f"\n{torch_lite_location()}: step time, median of {args.rounds} alternating rounds: "
           + ", ".join(f"{kind} {ms * 1e3:.0f} ms" for kind, ms in medians.items()))
-    pairs = [(k, f"{k}+compile") for k in args.kinds.split(",")] if args.compare_compile else [tuple(kinds)]
-    for a, b in (pair for pair in pairs if len(pair) == 2):
+    if args.compare_compile:
+        pairs = [(kind, f"{kind}+compile") for kind in kinds]
+    else:
+        pairs = [tuple(kinds)] if len(kinds) == 2 else []
+    for a, b in pairs:
         ratios = [x / y for x, y in zip(times[a], times[b])]
         print(f"{a}/{b} per round: " + ", ".join(f"{r:.2f}" for r in ratios)
               + f" (median {statistics.median(ratios):.2f})")

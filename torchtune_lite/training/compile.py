@@ -16,7 +16,7 @@ from torch import nn
 
 
 # compile=auto turns compile on from this many optimizer steps. Per-layer compile costs the first step
-# 15-30 s on a cold inductor cache (5 s warm) on 2 CPU cores and saved 0.13-0.14 s per step of the
+# 15-30 s on a cold inductor cache (5-10 s warm) on 2 CPU cores and saved 0.13-0.14 s per step of the
 # 58M model at 4 x 256 tokens in fp32 (0.91x the eager step), so it is repaid after 150-200 steps.
 COMPILE_AUTO_MIN_STEPS = 150
 
